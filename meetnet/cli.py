@@ -1,0 +1,155 @@
+"""The ``meetnet`` command line. Each command imports what it needs only when it runs."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from meetnet import logs
+from meetnet.settings import get_settings
+
+app = typer.Typer(
+    help="meetnet: IoT sensor data platform (MQTT, Kafka, stream processor, TimescaleDB, API).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(bench_app, name="bench")
+
+
+class Mode(StrEnum):
+    batch = "batch"
+    single = "single"
+
+
+def _setup_logging() -> None:
+    s = get_settings()
+    logs.configure(s.log_level, s.log_format)
+
+
+@app.command()
+def up(
+    simulate: Annotated[bool, typer.Option(help="Also run the sensor simulator.")] = True,
+    sensors: Annotated[int, typer.Option(help="Simulated sensors.")] = 300,
+    rate: Annotated[float, typer.Option(help="Simulated readings per second, all sensors.")] = 500,
+    api_port: Annotated[int, typer.Option(help="Port of the query API.")] = 8000,
+) -> None:
+    """Start every component (and local engines unless configured external); Ctrl-C stops all."""
+    _setup_logging()
+    from meetnet.supervisor import run_up
+
+    sys.exit(
+        run_up(get_settings(), simulate=simulate, sensors=sensors, rate=rate, api_port=api_port)
+    )
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending schema migrations."""
+    _setup_logging()
+    from store.db import connect
+    from store.migrate import migrate
+
+    with connect(get_settings(), app="migrate", autocommit=True) as conn:
+        done = migrate(conn)
+    typer.echo(f"applied {len(done)} migration(s)" if done else "schema is up to date")
+
+
+@app.command()
+def gateway() -> None:
+    """Run the MQTT -> Kafka ingest gateway."""
+    _setup_logging()
+    from ingest.gateway import main as gateway_main
+
+    gateway_main(get_settings())
+
+
+@app.command()
+def processor() -> None:
+    """Run the stream processor (Kafka -> TimescaleDB)."""
+    _setup_logging()
+    from stream.processor import main as processor_main
+
+    processor_main(get_settings())
+
+
+@app.command()
+def api(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Serve the query API."""
+    _setup_logging()
+    from api.main import serve
+
+    serve(get_settings(), host=host, port=port, workers=workers)
+
+
+@app.command()
+def simulate(
+    sensors: Annotated[int, typer.Option(help="Number of simulated sensors.")] = 100,
+    rate: Annotated[float, typer.Option(help="Readings per second over all sensors.")] = 500,
+    duration: Annotated[float, typer.Option(help="Seconds to run (0 = until Ctrl-C).")] = 0,
+    mode: Annotated[
+        Mode,
+        typer.Option(help="batch: one message per sensor tick; single: one message per reading."),
+    ] = Mode.batch,
+    progress: Annotated[bool, typer.Option(help="Show a progress display.")] = True,
+) -> None:
+    """Publish plausible sensor readings over MQTT."""
+    _setup_logging()
+    from simulators.runner import run
+
+    sys.exit(
+        run(
+            get_settings(),
+            sensors=sensors,
+            rate=rate,
+            duration=duration,
+            mode=mode.value,
+            progress=progress,
+        )
+    )
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    readings: Annotated[int, typer.Option(help="Readings to publish.")] = 200_000,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="batch: gateway messages of many readings; single: one reading per message."
+        ),
+    ] = Mode.batch,
+    rate: Annotated[
+        float, typer.Option(help="Publish rate cap in readings/s (0 = as fast as possible).")
+    ] = 0,
+    sensors: Annotated[int, typer.Option(help="Distinct sensors.")] = 500,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="End with one JSON line of results.")
+    ] = False,
+) -> None:
+    """Publish N readings over MQTT, wait until all are queryable, report speed and loss."""
+    _setup_logging()
+    from meetnet.bench import bench_ingest as run_bench
+
+    sys.exit(
+        run_bench(
+            get_settings(),
+            readings=readings,
+            mode=mode.value,
+            rate=rate,
+            sensors=sensors,
+            as_json=as_json,
+        )
+    )
+
+
+def main() -> None:
+    app()

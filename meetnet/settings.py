@@ -1,0 +1,111 @@
+"""Typed configuration, read from ``MEETNET_*`` environment variables.
+
+One ``Settings`` object describes where the engines are (PostgreSQL/TimescaleDB, MQTT, Kafka)
+and the limits the platform enforces. The same code runs against the local engines that
+``meetnet up`` starts and against external clusters: only these values change.
+
+Build it with :func:`get_settings` (cached) in a ``main()``; never at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEETNET_", extra="ignore", frozen=True)
+
+    # --- engines -------------------------------------------------------------------------
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://meetnet:meetnet@127.0.0.1:5432/meetnet"),
+        description="libpq URL of the PostgreSQL+TimescaleDB database.",
+    )
+    mqtt_url: str = Field(
+        "mqtt://127.0.0.1:18830",
+        description="MQTT broker (mqtt://host:port). The local one listens on its own port, "
+        "not on the distribution's 1883.",
+    )
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:19092", description="Comma-separated Kafka bootstrap servers."
+    )
+    manage_local_services: bool = Field(
+        True,
+        description="`meetnet up` starts a local Mosquitto and Kafka-protocol broker (and "
+        "starts the local PostgreSQL cluster if it is down). Set false to use external engines.",
+    )
+    state_dir: Path = Field(
+        PROJECT_ROOT / ".meetnet",
+        description="Where local brokers keep their config, data and logs.",
+    )
+
+    # --- topics --------------------------------------------------------------------------
+    mqtt_topic_prefix: str = "meetnet/v1"
+    mqtt_share_group: str = Field(
+        "meetnet-gateways",
+        description="MQTT shared-subscription group: gateways in one group split the messages.",
+    )
+    kafka_readings_topic: str = "meetnet.readings.v1"
+    kafka_deadletter_topic: str = "meetnet.deadletter.v1"
+    kafka_partitions: int = Field(6, ge=1, description="Partitions of topics meetnet creates.")
+    kafka_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
+    processor_group: str = "meetnet-processor"
+
+    # --- limits (each enforced with a clear error) -----------------------------------------
+    max_payload_bytes: int = Field(256 * 1024, ge=64, description="Largest MQTT payload accepted.")
+    max_readings_per_message: int = Field(10_000, ge=1)
+    max_reading_age_s: int = Field(
+        90 * 86400, ge=60, description="Readings older than this (event time) are dead-lettered."
+    )
+    max_clock_skew_s: int = Field(
+        600, ge=0, description="Readings further than this in the future are dead-lettered."
+    )
+    api_max_limit: int = Field(10_000, ge=1, description="Most rows one JSON request returns.")
+    api_default_limit: int = Field(1_000, ge=1)
+    api_statement_timeout_ms: int = Field(10_000, ge=100)
+
+    # --- tuning --------------------------------------------------------------------------
+    gateway_max_batch: int = Field(5_000, ge=1, description="MQTT messages per Kafka flush.")
+    gateway_client_id: str = Field("", description="MQTT client id; default: meetnet-gw-<host>-<n>")
+    processor_max_records: int = Field(20_000, ge=1, description="Kafka records per poll batch.")
+    processor_poll_ms: int = Field(200, ge=1)
+    log_level: str = "INFO"
+    log_format: str = Field("text", pattern="^(text|json)$")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("mqtt_url must look like mqtt://host:port")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, v: SecretStr) -> SecretStr:
+        if urlsplit(v.get_secret_value()).scheme not in ("postgresql", "postgres"):
+            raise ValueError("database_url must be a postgresql:// URL")
+        return v
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port(self) -> int:
+        return urlsplit(self.mqtt_url).port or 1883
+
+    @property
+    def dsn(self) -> str:
+        return self.database_url.get_secret_value()
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
