@@ -1,0 +1,3 @@
+from meetnet.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""Shared fixtures. Integration tests run on the real engines: the PostgreSQL+TimescaleDB that
+`make setup` prepared (database ``meetnet_test``), and a Mosquitto and Kafka-protocol broker
+started once per test session on free ports with their own state directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from meetnet import procs, services
+from meetnet.settings import Settings
+
+TEST_DB = os.environ.get(
+    "MEETNET_TEST_DATABASE_URL", "postgresql://meetnet:meetnet@127.0.0.1:5432/meetnet_test"
+)
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """Environment that makes a child `meetnet ...` process use the same settings as ``s``."""
+    return {
+        "MEETNET_DATABASE_URL": s.dsn,
+        "MEETNET_MQTT_URL": s.mqtt_url,
+        "MEETNET_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "MEETNET_STATE_DIR": str(s.state_dir),
+        "MEETNET_KAFKA_READINGS_TOPIC": s.kafka_readings_topic,
+        "MEETNET_KAFKA_DEADLETTER_TOPIC": s.kafka_deadletter_topic,
+        "MEETNET_KAFKA_PARTITIONS": str(s.kafka_partitions),
+        "MEETNET_PROCESSOR_GROUP": s.processor_group,
+        "MEETNET_MQTT_SHARE_GROUP": s.mqtt_share_group,
+        "MEETNET_MAX_PAYLOAD_BYTES": str(s.max_payload_bytes),
+        "MEETNET_MQTT_TOPIC_PREFIX": s.mqtt_topic_prefix,
+        "MEETNET_MANAGE_LOCAL_SERVICES": "false",
+    }
+
+
+@pytest.fixture(scope="session")
+def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    state = tmp_path_factory.mktemp("meetnet-state")
+    return Settings(
+        database_url=TEST_DB,  # type: ignore[arg-type]
+        mqtt_url=f"mqtt://127.0.0.1:{procs.free_port()}",
+        kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
+        state_dir=state,
+        manage_local_services=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def brokers(base_settings: Settings) -> Iterator[Settings]:
+    """A Mosquitto and a Kafka-protocol broker for the whole test session."""
+    services.ensure_postgres(base_settings)
+    mosq = services.start_mosquitto(base_settings)
+    kafka = services.start_kafka(base_settings)
+    try:
+        yield base_settings
+    finally:
+        procs.stop(kafka)
+        procs.stop(mosq)
+
+
+@pytest.fixture(scope="session")
+def migrated_db(base_settings: Settings) -> str:
+    services.migrate_db(base_settings)
+    return base_settings.dsn
+
+
+@pytest.fixture
+def db(migrated_db: str) -> Iterator[psycopg.Connection]:
+    """A connection to the migrated test database, emptied before the test."""
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, series RESTART IDENTITY")
+        yield conn
+
+
+@pytest.fixture
+def stack(brokers: Settings, db: psycopg.Connection) -> Settings:
+    """Settings for one test: the session's brokers, an empty database, and topics, consumer
+    group and share group of its own (created), so tests never see each other's messages."""
+    tag = uuid.uuid4().hex[:8]
+    s = brokers.model_copy(
+        update={
+            "kafka_readings_topic": f"readings-{tag}",
+            "kafka_deadletter_topic": f"deadletter-{tag}",
+            "processor_group": f"processor-{tag}",
+            "mqtt_share_group": f"gw-{tag}",
+            "mqtt_topic_prefix": f"test-{tag}/v1",
+            "manage_local_services": False,
+        }
+    )
+    asyncio.run(services.ensure_topics(s))
+    return s
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
