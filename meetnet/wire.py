@@ -39,7 +39,6 @@ from enum import StrEnum
 from typing import Annotated, Any, NotRequired
 
 from pydantic import (
-    AwareDatetime,
     ConfigDict,
     Field,
     StrictFloat,
@@ -80,8 +79,12 @@ class Reason(StrEnum):
 
 SensorId = Annotated[str, Field(pattern=SENSOR_ID_PATTERN)]
 Metric = Annotated[str, Field(pattern=METRIC_PATTERN)]
+# RFC 3339 date-time with a mandatory offset. Checked syntactically here; the processor parses
+# it (vectorized) and dead-letters calendar-impossible values such as 2026-02-30.
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 EpochMs = Annotated[StrictInt, Field(ge=0, le=MAX_EPOCH_MS)]
-Timestamp = EpochMs | AwareDatetime
+Rfc3339 = Annotated[str, Field(pattern=RFC3339_PATTERN)]
+Timestamp = EpochMs | Rfc3339
 
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
@@ -187,10 +190,11 @@ def _reason_for(err: ValidationError) -> WireError:
     if "ts" in locs[0]:
         # ts is int | datetime: report the branch that matches what was sent.
         text = isinstance(err.errors()[0].get("input"), str)
-        pick = next((e for e in errors if ("datetime" in e["loc"]) == text), first)
+        pick = next((e for e in errors if e["type"].startswith("string") == text), first)
+        msg = "not an RFC 3339 date-time" if text else pick["msg"]
         return WireError(
             Reason.INVALID_TIMESTAMP,
-            f"ts: {pick['msg']}; ts must be RFC 3339 with an offset "
+            f"ts: {msg}; ts must be RFC 3339 with an offset "
             "(2026-11-29T19:00:00Z, 2026-11-29T20:00:00+01:00) or integer epoch milliseconds",
         )
     if first["type"] == "too_short":
@@ -304,11 +308,12 @@ def encode_record(sensor: str, received_ms: int, payloads: list[bytes]) -> bytes
     )
 
 
-def to_epoch_ms(ts: int | datetime) -> int:
-    """Normalise a wire timestamp (for tests and tools; the hot path does this in Polars)."""
+def to_epoch_ms(ts: int | str) -> int:
+    """Normalise one wire timestamp (for tests and tools; the hot path does this in Polars)."""
     if isinstance(ts, int):
         return ts
-    return int(ts.timestamp() * 1000)
+    t = ts[:10] + "T" + ts[11:].upper()
+    return int(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 # Kafka headers of dead-letter records; the value is the original payload, byte for byte.

@@ -1,0 +1,281 @@
+"""The MQTT -> Kafka ingest gateway.
+
+Subscribes with QoS 1 on a persistent MQTT v5 session to ``$share/<group>/<prefix>/#`` (so
+several gateways split the load), validates each message at the edge (meetnet/wire.py), and
+produces it to Kafka with ``acks="all"``, keyed by sensor id. Each MQTT message is acknowledged
+(``manual_ack``) only after Kafka acknowledged everything it became: its readings record(s) or
+its dead letter. A gateway killed at any point leaves its un-acked messages with the broker,
+which re-delivers them; duplicates are removed by the idempotent write downstream.
+
+Invalid input never raises: it becomes a dead-letter record holding the original bytes, with
+the reason, the MQTT topic and the receive time in headers. Counts per reason are logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.mqtt import AsyncioHelper, BufferedClient
+from meetnet.settings import Settings
+from meetnet.wire import WireError, check_message, dlq_headers
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 86400
+RECEIVE_MAXIMUM = 20_000  # un-acked QoS 1 messages the broker may have in flight to us
+
+
+@dataclass
+class Stats:
+    messages: int = 0
+    readings: int = 0
+    records: int = 0
+    deadlettered: Counter[str] = field(default_factory=Counter)
+    kafka_retries: int = 0
+
+
+@dataclass(slots=True)
+class _Msg:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_ms: int
+
+
+class Gateway:
+    def __init__(self, settings: Settings, client_id: str | None = None) -> None:
+        self.s = settings
+        self.client_id = client_id or settings.gateway_client_id or _default_client_id()
+        self.stats = Stats()
+        self._pending: list[_Msg] = []
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._client: BufferedClient | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    # --- MQTT side (runs in the event loop through AsyncioHelper) ---------------------------
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._pending.append(
+            _Msg(msg.mid, msg.qos, msg.topic, bytes(msg.payload), int(time.time() * 1000))
+        )
+        self._wake.set()
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
+    ) -> None:
+        if getattr(rc, "is_failure", False):
+            log.error("MQTT connection refused", extra={"reason": str(rc)})
+            return
+        topic = f"$share/{self.s.mqtt_share_group}/{self.s.mqtt_topic_prefix}/#"
+        client.subscribe(topic, qos=1)
+        log.info("subscribed", extra={"topic": topic, "client_id": self.client_id})
+        self._connected.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
+    ) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("MQTT connection lost", extra={"reason": str(rc)})
+
+    def _make_client(self) -> BufferedClient:
+        client = BufferedClient(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        client.on_message = self._on_message
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.max_queued_messages_set(0)
+        return client
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        return props
+
+    async def _keep_connected(self, client: BufferedClient) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            if client.socket() is None:
+                try:
+                    client.connect(
+                        self.s.mqtt_host,
+                        self.s.mqtt_port,
+                        keepalive=30,
+                        clean_start=False,
+                        properties=self._connect_properties(),
+                    )
+                    delay = 0.5
+                except OSError as e:
+                    log.warning(
+                        "MQTT broker unreachable; retrying",
+                        extra={"broker": self.s.mqtt_url, "error": str(e), "retry_s": delay},
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30)
+                    continue
+            await asyncio.sleep(0.5)
+
+    # --- Kafka side -------------------------------------------------------------------------
+
+    async def _forward(self, producer: AIOKafkaProducer, batch: list[_Msg]) -> None:
+        """Produce a batch and wait for Kafka's acks; raise KafkaError if any send failed."""
+        s = self.s
+        futures = []
+        n_readings = n_records = 0
+        bad: Counter[str] = Counter()
+        for m in batch:
+            try:
+                accepted = check_message(
+                    m.topic,
+                    m.payload,
+                    prefix=s.mqtt_topic_prefix,
+                    max_bytes=s.max_payload_bytes,
+                    max_readings=s.max_readings_per_message,
+                    received_ms=m.received_ms,
+                )
+            except WireError as e:
+                bad[e.reason.value] += 1
+                futures.append(
+                    await producer.send(
+                        s.kafka_deadletter_topic,
+                        m.payload,
+                        headers=dlq_headers(
+                            e.reason, e.detail, f"mqtt:{m.topic}", "gateway", m.received_ms
+                        ),
+                    )
+                )
+                continue
+            for sensor, n, value in accepted.parts:
+                futures.append(
+                    await producer.send(s.kafka_readings_topic, value, key=sensor.encode())
+                )
+                n_readings += n
+                n_records += 1
+        await asyncio.gather(*futures)
+        self.stats.messages += len(batch)
+        self.stats.readings += n_readings
+        self.stats.records += n_records
+        self.stats.deadlettered.update(bad)
+
+    async def _flush_loop(self, producer: AIOKafkaProducer, client: BufferedClient) -> None:
+        while True:
+            if not self._pending:
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._pending[: self.s.gateway_max_batch]
+            del self._pending[: len(batch)]
+            delay = 0.2
+            while True:
+                try:
+                    await self._forward(producer, batch)
+                    break
+                except KafkaError as e:
+                    # Kafka is unavailable: keep the batch (its MQTT messages stay un-acked,
+                    # so the broker keeps them too) and retry. Re-sends may duplicate records;
+                    # the processor's idempotent write absorbs that.
+                    self.stats.kafka_retries += 1
+                    log.warning("Kafka send failed; retrying", extra={"error": str(e)})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10)
+            for m in batch:
+                if m.qos:
+                    client.ack(m.mid, m.qos)
+
+    async def _report(self) -> None:
+        last = (0, 0)
+        while True:
+            await asyncio.sleep(10)
+            cur = (self.stats.messages, sum(self.stats.deadlettered.values()))
+            if cur != last:
+                log.info(
+                    "gateway stats",
+                    extra={
+                        "messages": self.stats.messages,
+                        "readings": self.stats.readings,
+                        "kafka_records": self.stats.records,
+                        "deadlettered": dict(self.stats.deadlettered),
+                    },
+                )
+                last = cur
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.s.kafka_bootstrap,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=512 * 1024,
+            max_request_size=max(1024 * 1024, self.s.max_payload_bytes * 4),
+            compression_type=None,
+        )
+        await producer.start()
+        client = self._make_client()
+        self._client = client
+        helper = AsyncioHelper(loop, client)
+        tasks = [
+            asyncio.create_task(self._keep_connected(client)),
+            asyncio.create_task(self._report()),
+        ]
+        flusher = asyncio.create_task(self._flush_loop(producer, client))
+        try:
+            await self._stop.wait()
+            # Forward and ack what was received; anything later stays with the broker.
+            with contextlib.suppress(Exception):
+                client.unsubscribe(f"$share/{self.s.mqtt_share_group}/{self.s.mqtt_topic_prefix}/#")
+            self._wake.set()
+            await asyncio.wait_for(flusher, timeout=30)
+        finally:
+            for t in tasks:
+                t.cancel()
+            flusher.cancel()
+            with contextlib.suppress(Exception):
+                client.disconnect()
+            helper.close()
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+
+def _default_client_id() -> str:
+    # Stable across restarts: the broker re-delivers un-acked messages to the same client id.
+    return f"meetnet-gw-{socket.gethostname()}"
+
+
+def main(settings: Settings) -> None:
+    gw = Gateway(settings)
+
+    async def _main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, gw.stop)
+        log.info("gateway started", extra={"mqtt": settings.mqtt_url, "client_id": gw.client_id})
+        await gw.run()
+        log.info("gateway stopped", extra={"messages": gw.stats.messages})
+
+    asyncio.run(_main())

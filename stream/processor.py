@@ -1,0 +1,230 @@
+"""The stream processor: Kafka readings -> validated batch -> TimescaleDB, exactly once in effect.
+
+Per poll batch (one consumer in the ``meetnet-processor`` group; partitions are shared by all
+members of the group):
+
+1. decode every record value at once (Polars NDJSON), validate with expressions;
+2. write the accepted readings with one idempotent binary COPY and commit the transaction;
+3. produce dead letters (acks=all) for rejected readings and undecodable records, and wait;
+4. only then commit the Kafka offsets of the batch.
+
+A crash anywhere before 4 replays the batch; the unique (series_id, ts) key makes the replay
+add nothing. Offsets are never committed for data that is not in the database or the
+dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from meetnet.settings import Settings
+from meetnet.wire import Reason, dlq_headers
+from store.db import DatabaseUnavailable, aconnect
+from store.readings import ReadingsWriter
+from stream.decode import decode
+from stream.validate import Limits, check
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats:
+    records: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    deadlettered: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+
+
+class Processor:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.s = settings
+        self.clock = clock
+        self.limits = Limits(settings.max_reading_age_s * 1000, settings.max_clock_skew_s * 1000)
+        self.writer = ReadingsWriter()
+        self.stats = Stats()
+        self._stop = asyncio.Event()
+        self._conn: psycopg.AsyncConnection | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.s.kafka_readings_topic,
+            bootstrap_servers=self.s.kafka_bootstrap,
+            group_id=self.s.processor_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=100,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.s.kafka_bootstrap, acks="all", linger_ms=5
+        )
+        await producer.start()
+        await consumer.start()
+        reporter = asyncio.create_task(self._report())
+        try:
+            while not self._stop.is_set():
+                batch = await consumer.getmany(
+                    timeout_ms=self.s.processor_poll_ms, max_records=self.s.processor_max_records
+                )
+                if batch:
+                    await self._handle(consumer, producer, batch)
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            if self._conn is not None:
+                await self._conn.close()
+
+    async def _db(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await aconnect(self.s, app="processor")
+        return self._conn
+
+    async def _handle(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        records = [r for recs in batch.values() for r in recs]
+        decoded = decode([r.value or b"" for r in records])
+        checked = check(decoded.readings, int(self.clock() * 1000), self.limits)
+        await self._store(checked.ok)
+        await self._deadletter(producer, records, checked.rejects, decoded.undecodable)
+        offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "") for tp, recs in batch.items()}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as e:
+            # The group rebalanced under us: the new owner replays these records, which the
+            # idempotent write turns into no-ops.
+            log.warning("offset commit failed; batch will be replayed", extra={"error": str(e)})
+        self.stats.records += len(records)
+        self.stats.batches += 1
+
+    async def _store(self, ok: pl.DataFrame) -> None:
+        if ok.height == 0:
+            return
+        delay = 0.5
+        while True:
+            try:
+                conn = await self._db()
+                res = await self.writer.write(conn, ok.select("sensor", "metric", "ts_us", "value"))
+                self.stats.stored += res.inserted
+                self.stats.duplicates += ok.height - res.inserted
+                return
+            except (psycopg.OperationalError, DatabaseUnavailable) as e:
+                # The database is down or restarting: retry the same batch; nothing is
+                # committed to Kafka meanwhile, so nothing can be lost.
+                log.warning("database unavailable; retrying", extra={"error": str(e)})
+                if self._conn is not None:
+                    await self._conn.close()
+                    self._conn = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _deadletter(
+        self,
+        producer: AIOKafkaProducer,
+        records: list[ConsumerRecord[bytes, bytes]],
+        rejects: pl.DataFrame,
+        undecodable: list[int],
+    ) -> None:
+        if rejects.height == 0 and not undecodable:
+            return
+        now_ms = int(self.clock() * 1000)
+        futures = []
+        for i in undecodable:
+            r = records[i]
+            futures.append(
+                await producer.send(
+                    self.s.kafka_deadletter_topic,
+                    r.value,
+                    key=r.key,
+                    headers=dlq_headers(
+                        Reason.UNDECODABLE_RECORD,
+                        "record value is not a meetnet readings record",
+                        f"kafka:{r.topic}/{r.partition}/{r.offset}",
+                        "processor",
+                        now_ms,
+                    ),
+                )
+            )
+            self.stats.deadlettered[Reason.UNDECODABLE_RECORD.value] += 1
+        # One dead letter per (record, reason) with the rejected readings of that record.
+        groups = rejects.group_by(["rec", "reason"], maintain_order=True).agg(
+            pl.first("sensor"), pl.first("detail"), pl.struct("metric", "ts", "value").alias("r")
+        )
+        for rec, reason, sensor, detail, readings in groups.iter_rows():
+            r = records[rec]
+            body = pl.DataFrame({"sensor": [sensor], "readings": [readings]}).write_ndjson()
+            futures.append(
+                await producer.send(
+                    self.s.kafka_deadletter_topic,
+                    body.strip().encode(),
+                    key=r.key,
+                    headers=dlq_headers(
+                        Reason(reason),
+                        detail,
+                        f"kafka:{r.topic}/{r.partition}/{r.offset}",
+                        "processor",
+                        now_ms,
+                    ),
+                )
+            )
+            self.stats.deadlettered[reason] += len(readings)
+        await asyncio.gather(*futures)
+
+    async def _report(self) -> None:
+        last: tuple[int, int, int] = (0, 0, 0)
+        while True:
+            await asyncio.sleep(10)
+            cur = (self.stats.records, self.stats.stored, sum(self.stats.deadlettered.values()))
+            if cur != last:
+                log.info(
+                    "processor stats",
+                    extra={
+                        "records": self.stats.records,
+                        "stored": self.stats.stored,
+                        "duplicates_skipped": self.stats.duplicates,
+                        "deadlettered": dict(self.stats.deadlettered),
+                    },
+                )
+                last = cur
+
+
+def main(settings: Settings) -> None:
+    proc = Processor(settings)
+
+    async def _main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, proc.stop)
+        log.info(
+            "processor started",
+            extra={"topic": settings.kafka_readings_topic, "group": settings.processor_group},
+        )
+        await proc.run()
+        log.info(
+            "processor stopped", extra={"records": proc.stats.records, "stored": proc.stats.stored}
+        )
+
+    asyncio.run(_main())

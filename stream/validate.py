@@ -1,0 +1,86 @@
+"""Vectorized validation of a decoded batch: accepted readings and rejects with a reason.
+
+Pure: takes a frame and the current time, returns frames. The gateway already validated each
+message's shape; this is the processor's own check of what only it can judge in bulk (the
+event-time window, calendar validity of timestamps) and a guard against any other producer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from meetnet.wire import METRIC_PATTERN, SENSOR_ID_PATTERN, Reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_age_ms: int
+    max_skew_ms: int
+
+
+@dataclass(frozen=True)
+class Checked:
+    ok: pl.DataFrame  # rec, sensor, metric, ts_us (Int64, UTC), value, rx
+    rejects: pl.DataFrame  # rec, sensor, metric, ts, value, reason, detail
+
+
+def parse_ts_us(ts: pl.Expr) -> pl.Expr:
+    """Wire timestamps (epoch-ms digits or RFC 3339 with offset) -> Int64 microseconds UTC."""
+    is_ms = ts.str.contains(r"^\d{1,15}$")
+    norm = (ts.str.slice(0, 10) + "T" + ts.str.slice(11).str.to_uppercase()).str.replace(
+        r"Z$", "+00:00"
+    )
+    rfc = norm.str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%:z", time_zone="UTC", strict=False, time_unit="us"
+    ).dt.epoch("us")
+    return pl.when(is_ms).then(ts.cast(pl.Int64, strict=False) * 1000).otherwise(rfc)
+
+
+def _details(limits: Limits) -> dict[str, str]:
+    return {
+        Reason.INVALID_SENSOR_ID.value: "sensor id: lowercase letters, digits, '-', '_'",
+        Reason.INVALID_METRIC.value: f"metric must match {METRIC_PATTERN}",
+        Reason.NON_FINITE_VALUE.value: "value must be a finite number",
+        Reason.INVALID_TIMESTAMP.value: "ts is not a valid date-time (calendar or format)",
+        Reason.TIMESTAMP_OUT_OF_RANGE.value: (
+            f"ts outside the accepted window [now - {limits.max_age_ms // 1000} s, "
+            f"now + {limits.max_skew_ms // 1000} s]"
+        ),
+    }
+
+
+def check(frame: pl.DataFrame, now_ms: int, limits: Limits) -> Checked:
+    lo_us = (now_ms - limits.max_age_ms) * 1000
+    hi_us = (now_ms + limits.max_skew_ms) * 1000
+    df = frame.with_columns(parse_ts_us(pl.col("ts")).alias("ts_us"))
+    reason = (
+        pl.when(~pl.col("sensor").fill_null("").str.contains(SENSOR_ID_PATTERN))
+        .then(pl.lit(Reason.INVALID_SENSOR_ID.value))
+        .when(~pl.col("metric").fill_null("").str.contains(METRIC_PATTERN))
+        .then(pl.lit(Reason.INVALID_METRIC.value))
+        .when(pl.col("value").is_null() | ~pl.col("value").is_finite())
+        .then(pl.lit(Reason.NON_FINITE_VALUE.value))
+        .when(pl.col("ts_us").is_null())
+        .then(pl.lit(Reason.INVALID_TIMESTAMP.value))
+        .when((pl.col("ts_us") < lo_us) | (pl.col("ts_us") > hi_us))
+        .then(pl.lit(Reason.TIMESTAMP_OUT_OF_RANGE.value))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )
+    df = df.with_columns(reason.alias("reason"))
+    ok = df.filter(pl.col("reason").is_null()).select(
+        "rec", "sensor", "metric", "ts_us", "value", "rx"
+    )
+    rejects = df.filter(pl.col("reason").is_not_null()).select(
+        "rec",
+        "sensor",
+        "metric",
+        "ts",
+        "value",
+        "reason",
+        pl.col("reason")
+        .replace_strict(_details(limits), default=pl.col("reason"), return_dtype=pl.String)
+        .alias("detail"),
+    )
+    return Checked(ok, rejects)
