@@ -1,0 +1,119 @@
+"""Helpers for integration tests: run workers as real processes, publish over MQTT, read Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+from aiokafka import AIOKafkaConsumer
+
+from meetnet import procs
+from meetnet.settings import Settings
+from tests.conftest import settings_env
+
+
+def start_worker(
+    name: str, s: Settings, log_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Run `python -m meetnet <name>` (gateway, processor, ...) against the settings ``s``."""
+    return procs.spawn(
+        [sys.executable, "-m", "meetnet", name],
+        log=log_dir / f"{name}.log",
+        env={**settings_env(s), "MEETNET_LOG_LEVEL": "INFO", **(env or {})},
+    )
+
+
+def publisher(s: Settings, client_id: str = "") -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.connect(s.mqtt_host, s.mqtt_port)
+    c.loop_start()
+    return c
+
+
+def publish_all(
+    s: Settings, messages: Iterable[tuple[str, bytes]], client: mqtt.Client | None = None
+) -> int:
+    """Publish (topic, payload) pairs with QoS 1 and wait for every PUBACK."""
+    own = client is None
+    c = client or publisher(s)
+    infos = [c.publish(topic, payload, qos=1) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(timeout=60)
+        assert info.is_published(), "broker did not acknowledge a publish"
+    if own:
+        c.loop_stop()
+        c.disconnect()
+    return len(infos)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def count_readings(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass
+class DeadLetter:
+    value: bytes
+    key: bytes | None
+    headers: dict[str, str]
+
+    @property
+    def reason(self) -> str:
+        return self.headers["meetnet.reason"]
+
+
+def read_deadletters(s: Settings, expect: int, timeout: float = 30) -> list[DeadLetter]:
+    """Read the dead-letter topic from the beginning until ``expect`` records (or timeout)."""
+
+    async def _read() -> list[DeadLetter]:
+        consumer = AIOKafkaConsumer(
+            s.kafka_deadletter_topic,
+            bootstrap_servers=s.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        out: list[DeadLetter] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while len(out) < expect and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for recs in batch.values():
+                    for r in recs:
+                        out.append(
+                            DeadLetter(
+                                r.value or b"",
+                                r.key,
+                                {k: v.decode() for k, v in r.headers},
+                            )
+                        )
+            # Nothing more should arrive: give stragglers a moment to show up.
+            extra = await consumer.getmany(timeout_ms=1000)
+            for recs in extra.values():
+                for r in recs:
+                    out.append(
+                        DeadLetter(r.value or b"", r.key, {k: v.decode() for k, v in r.headers})
+                    )
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(_read())
