@@ -1,10 +1,18 @@
-"""Read queries of the query API (asynchronous, one pooled connection per call).
+"""Read queries of the query API (asynchronous, on a pooled connection).
 
 Raw readings of one sensor are ordered by ``(ts, metric)`` and paged by keyset: a page ends at a
-position ``(ts, metric)`` and the next one starts strictly after it. The plan is one index range
-scan on ``readings (series_id, ts)`` per metric of the sensor, each stopping after ``limit + 1``
-rows, merged and cut to ``limit + 1``: the work is bounded by ``metrics x limit`` however many
-rows the time range holds, and the extra row tells whether another page exists.
+position ``(ts, metric)`` and the next one starts strictly after it.
+
+Plan. Each metric of a sensor is one series, and ``readings (series_id, ts)`` hands out one
+series' readings in ts order. The query is a ``UNION ALL`` of one ``ORDER BY ts LIMIT n`` index
+range scan per series, merged by PostgreSQL (Merge Append) and cut at ``n``: it reads about ``n``
+rows in all, never sorts the time range, and stops early. (A LATERAL join with a per-series
+LIMIT would read ``metrics x n`` rows: readings of one series lie one per heap page, so that is
+~10x slower for 5 metrics at the maximum limit.)
+
+Every branch of the union is planned over every chunk in its time range, so the range is
+walked in windows of growing size (1, 8, 64, ... days): a page of dense data is found in the
+first window, planned over one or two chunks; only a nearly empty range takes all the windows.
 
 Metric names compare bytewise (``COLLATE "C"``), the same order as Python's ``str``, so the
 order does not depend on the database's locale.
@@ -13,71 +21,49 @@ order does not depend on the database's locale.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
+from psycopg import sql
 
 __all__ = [
     "Position",
     "RawPage",
     "RawReading",
+    "Series",
     "UnknownMetric",
     "UnknownSensor",
+    "merged_query",
     "raw_readings",
-    "sensor_metrics",
+    "sensor_series",
 ]
 
-# The per-metric subquery repeats the outer limit: each metric contributes at most limit + 1
-# rows, so the final sort handles (metrics x (limit + 1)) rows at most.
-# The lower bound of the index scan is max(from, cursor ts), computed by the caller; the keyset
-# condition then only has to drop the rows at exactly the cursor's ts whose metric is not
-# after the cursor's metric: (ts, metric) > (c_ts, c_metric) given ts >= c_ts.
-_RAW_ALL_METRICS = """
-SELECT s.metric, r.ts, r.value
-FROM series s
-CROSS JOIN LATERAL (
-    SELECT r.ts, r.value
-    FROM readings r
-    WHERE r.series_id = s.series_id
-      AND r.ts >= %(lo)s AND r.ts < %(hi)s
-      AND (r.ts > %(after_ts)s OR s.metric > %(after_metric)s COLLATE "C")
-    ORDER BY r.ts
-    LIMIT %(n)s
-) r
-WHERE s.sensor_id = %(sensor)s
-ORDER BY r.ts, s.metric COLLATE "C"
-LIMIT %(n)s
+FIRST_WINDOW = timedelta(days=1)
+WINDOW_GROWTH = 8
+
+_SERIES_OF_SENSOR = """
+SELECT series_id, metric FROM series WHERE sensor_id = %(sensor)s ORDER BY metric COLLATE "C"
 """
 
-# A separate text (not "metric = %s OR %s IS NULL") so a prepared generic plan still looks the
-# series up by its unique (sensor_id, metric) key.
-_RAW_ONE_METRIC = """
-SELECT s.metric, r.ts, r.value
-FROM series s
-CROSS JOIN LATERAL (
-    SELECT r.ts, r.value
-    FROM readings r
-    WHERE r.series_id = s.series_id
-      AND r.ts >= %(lo)s AND r.ts < %(hi)s
-      AND (r.ts > %(after_ts)s OR s.metric > %(after_metric)s COLLATE "C")
-    ORDER BY r.ts
-    LIMIT %(n)s
-) r
-WHERE s.sensor_id = %(sensor)s AND s.metric = %(metric)s
-ORDER BY r.ts, s.metric COLLATE "C"
-LIMIT %(n)s
-"""
-
-_METRICS_OF_SENSOR = """
-SELECT metric FROM series WHERE sensor_id = %(sensor)s ORDER BY metric COLLATE "C"
-"""
+# One branch per series. {lower} is ">=" or ">" (a constant, never user text); the values are
+# all bound parameters.
+_BRANCH = sql.SQL(
+    "(SELECT {metric}::text AS metric, ts, value FROM readings"
+    " WHERE series_id = {series_id} AND ts {lower} %(lo)s AND ts < %(hi)s"
+    " ORDER BY ts LIMIT %(n)s)"
+)
+_MERGED = sql.SQL(
+    'SELECT metric, ts, value FROM ({union}) u ORDER BY ts, metric COLLATE "C" LIMIT %(n)s'
+)
+_GE = sql.SQL(">=")
+_GT = sql.SQL(">")
 
 
 class UnknownSensor(LookupError):
     """No series exists for the sensor."""
 
     def __init__(self, sensor_id: str) -> None:
-        super().__init__(f"unknown sensor {sensor_id!r}: no readings were ever stored for it")
+        super().__init__(f"unknown sensor {sensor_id!r}")
         self.sensor_id = sensor_id
 
 
@@ -93,6 +79,12 @@ class UnknownMetric(LookupError):
 
 
 @dataclass(frozen=True, slots=True)
+class Series:
+    series_id: int
+    metric: str
+
+
+@dataclass(frozen=True, slots=True)
 class Position:
     """A place in the ``(ts, metric)`` order; a page continues strictly after it."""
 
@@ -102,6 +94,8 @@ class Position:
 
 @dataclass(frozen=True, slots=True)
 class RawReading:
+    """One reading; ``ts`` is in UTC."""
+
     metric: str
     ts: datetime
     value: float
@@ -114,10 +108,10 @@ class RawPage:
     next_after: Position | None
 
 
-async def sensor_metrics(conn: psycopg.AsyncConnection, sensor_id: str) -> list[str]:
-    """The metrics of a sensor in bytewise order; empty when the sensor is unknown."""
-    cur = await conn.execute(_METRICS_OF_SENSOR, {"sensor": sensor_id})
-    return [row[0] for row in await cur.fetchall()]
+async def sensor_series(conn: psycopg.AsyncConnection, sensor_id: str) -> list[Series]:
+    """The series of a sensor, by metric in bytewise order; empty when the sensor is unknown."""
+    cur = await conn.execute(_SERIES_OF_SENSOR, {"sensor": sensor_id})
+    return [Series(series_id, metric) for series_id, metric in await cur.fetchall()]
 
 
 async def raw_readings(
@@ -133,34 +127,71 @@ async def raw_readings(
     """Readings of ``sensor_id`` (one ``metric`` or all) with ``start <= ts < end``, ordered by
     ``(ts, metric)``, at most ``limit``, strictly after ``after`` when given.
 
-    Raises :class:`UnknownSensor` / :class:`UnknownMetric` when the page is empty because the
-    sensor or metric does not exist (checked only then: a page with rows proves both exist).
+    Raises :class:`UnknownSensor` or :class:`UnknownMetric`.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    if after is None:
-        # Every metric is > '' (metrics are never empty), so this keeps every ts >= start.
-        after = Position(start, "")
-    params = {
-        "sensor": sensor_id,
-        "metric": metric,
-        "lo": max(start, after.ts),
-        "hi": end,
-        "after_ts": after.ts,
-        "after_metric": after.metric,
-        "n": limit + 1,
-    }
-    query = _RAW_ALL_METRICS if metric is None else _RAW_ONE_METRIC
-    cur = await conn.execute(query, params)
-    rows = await cur.fetchall()
-    if not rows:
-        known = await sensor_metrics(conn, sensor_id)
-        if not known:
-            raise UnknownSensor(sensor_id)
-        if metric is not None and metric not in known:
+    series = await sensor_series(conn, sensor_id)
+    if not series:
+        raise UnknownSensor(sensor_id)
+    if metric is not None:
+        known = [s.metric for s in series]
+        series = [s for s in series if s.metric == metric]
+        if not series:
             raise UnknownMetric(sensor_id, metric, known)
-        return RawPage([], None)
-    readings = [RawReading(m, ts, value) for m, ts, value in rows[:limit]]
+
+    want = limit + 1  # one more than asked: whether another page exists
+    lo = start if after is None or after.ts < start else after.ts
+    window = FIRST_WINDOW
+    rows: list[tuple[str, datetime, float]] = []
+    while lo < end and len(rows) < want:
+        hi = end if end - lo <= window else lo + window
+        rows += await _merged(conn, series, lo, hi, after, want - len(rows))
+        # Windows are disjoint and ascending, so pages concatenate in order; only the first
+        # one can hold readings at the cursor's own ts.
+        after = None
+        lo, window = hi, window * WINDOW_GROWTH
+
+    # Datetimes come back in the session's TimeZone (the API's pool sets UTC).
+    readings = [
+        RawReading(m, ts.astimezone(UTC) if ts.utcoffset() else ts, value)
+        for m, ts, value in rows[:limit]
+    ]
     more = len(rows) > limit
-    last = readings[-1]
-    return RawPage(readings, Position(last.ts, last.metric) if more else None)
+    return RawPage(readings, Position(rows[limit - 1][1], rows[limit - 1][0]) if more else None)
+
+
+async def _merged(
+    conn: psycopg.AsyncConnection,
+    series: list[Series],
+    lo: datetime,
+    hi: datetime,
+    after: Position | None,
+    n: int,
+) -> list[tuple[str, datetime, float]]:
+    query, params = merged_query(series, lo, hi, after, n)
+    cur = await conn.execute(query, params)
+    return await cur.fetchall()
+
+
+def merged_query(
+    series: list[Series], lo: datetime, hi: datetime, after: Position | None, n: int
+) -> tuple[sql.Composed, dict[str, object]]:
+    """The query for the first ``n`` readings of ``series`` in ``[lo, hi)`` by (ts, metric),
+    strictly after ``after`` (whose ts is ``lo`` when it matters), and its parameters."""
+    params: dict[str, object] = {"lo": lo, "hi": hi, "n": n}
+    branches = []
+    for i, s in enumerate(series):
+        # (ts, metric) > (lo, after.metric) for a fixed metric: ts >= lo when the metric comes
+        # after the cursor's, else ts > lo.
+        strict = after is not None and after.ts == lo and s.metric <= after.metric
+        branches.append(
+            _BRANCH.format(
+                metric=sql.Placeholder(f"m{i}"),
+                series_id=sql.Placeholder(f"s{i}"),
+                lower=_GT if strict else _GE,
+            )
+        )
+        params[f"m{i}"] = s.metric
+        params[f"s{i}"] = s.series_id
+    return _MERGED.format(union=sql.SQL(" UNION ALL ").join(branches)), params
