@@ -225,6 +225,13 @@ class Gateway:
                 )
                 last = cur
 
+    def _flusher_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Never limp on without forwarding: un-acked messages stay with the broker, and a
+            # supervisor restarts us.
+            log.error("flush loop crashed", exc_info=task.exception())
+            self.stop()
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         producer = AIOKafkaProducer(
@@ -244,8 +251,11 @@ class Gateway:
             asyncio.create_task(self._report()),
         ]
         flusher = asyncio.create_task(self._flush_loop(producer, client))
+        flusher.add_done_callback(self._flusher_done)
         try:
             await self._stop.wait()
+            if flusher.done() and flusher.exception() is not None:
+                raise RuntimeError("gateway flush loop failed") from flusher.exception()
             # Forward and ack what was received; anything later stays with the broker.
             with contextlib.suppress(Exception):
                 client.unsubscribe(f"$share/{self.s.mqtt_share_group}/{self.s.mqtt_topic_prefix}/#")

@@ -44,6 +44,13 @@ class BufferedClient(mqtt.Client):
         self._rpos += len(chunk)
         return chunk
 
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        # Drain every complete packet already buffered: the socket will not signal them again.
+        rc = super().loop_read(max_packets)
+        while rc == mqtt.MQTT_ERR_SUCCESS and self.has_buffered() and self._sock is not None:
+            rc = super().loop_read(max_packets)
+        return rc
+
     def has_buffered(self) -> bool:
         return self._rpos < len(self._rbuf)
 
@@ -71,11 +78,7 @@ class AsyncioHelper:
             self._misc = self.loop.create_task(self._misc_loop())
 
     def _read(self) -> None:
-        client = self.client
-        client.loop_read()
-        # Drain every complete packet already buffered: the socket will not signal them.
-        while client.has_buffered() and client.socket() is not None:
-            client.loop_read()
+        self.client.loop_read()
 
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         with contextlib.suppress(Exception):

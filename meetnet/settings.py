@@ -105,6 +105,18 @@ class Settings(BaseSettings):
     def dsn(self) -> str:
         return self.database_url.get_secret_value()
 
+    def env(self) -> dict[str, str]:
+        """``MEETNET_*`` variables that make a child process see exactly these settings."""
+        out = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            out[f"MEETNET_{name.upper()}"] = str(value)
+        return out
+
 
 @functools.cache
 def get_settings() -> Settings:

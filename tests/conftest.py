@@ -23,20 +23,7 @@ TEST_DB = os.environ.get(
 
 def settings_env(s: Settings) -> dict[str, str]:
     """Environment that makes a child `meetnet ...` process use the same settings as ``s``."""
-    return {
-        "MEETNET_DATABASE_URL": s.dsn,
-        "MEETNET_MQTT_URL": s.mqtt_url,
-        "MEETNET_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "MEETNET_STATE_DIR": str(s.state_dir),
-        "MEETNET_KAFKA_READINGS_TOPIC": s.kafka_readings_topic,
-        "MEETNET_KAFKA_DEADLETTER_TOPIC": s.kafka_deadletter_topic,
-        "MEETNET_KAFKA_PARTITIONS": str(s.kafka_partitions),
-        "MEETNET_PROCESSOR_GROUP": s.processor_group,
-        "MEETNET_MQTT_SHARE_GROUP": s.mqtt_share_group,
-        "MEETNET_MAX_PAYLOAD_BYTES": str(s.max_payload_bytes),
-        "MEETNET_MQTT_TOPIC_PREFIX": s.mqtt_topic_prefix,
-        "MEETNET_MANAGE_LOCAL_SERVICES": "false",
-    }
+    return {**s.env(), "MEETNET_MANAGE_LOCAL_SERVICES": "false"}
 
 
 @pytest.fixture(scope="session")
