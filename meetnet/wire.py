@@ -9,8 +9,8 @@ Device payload, single reading or batch (``sensor`` optional; when present it mu
 topic's sensor)::
 
     {"metric": "pm25", "ts": "2026-11-29T19:00:00Z", "value": 12.5}
-    {"readings": [{"metric": "pm25", "ts": 1764442800000, "value": 12.5},
-                  {"metric": "pm10", "ts": 1764442800000, "value": 20.1}]}
+    {"readings": [{"metric": "pm25", "ts": 1795978800000, "value": 12.5},
+                  {"metric": "pm10", "ts": 1795978800000, "value": 20.1}]}
 
 Gateway payload, readings grouped per sensor::
 
@@ -18,7 +18,8 @@ Gateway payload, readings grouped per sensor::
                  {"sensor": "gent-air-002", "readings": [...]}]}
 
 ``ts`` is RFC 3339 with an offset (``Z`` or ``+01:00``) or integer epoch milliseconds; meetnet
-stores UTC. ``value`` is a finite JSON number. Unknown fields are errors, not ignored: a typo in
+stores UTC. ``value`` is a finite JSON number (integers within +-2**53, exactly representable
+as the double precision meetnet stores). Unknown fields are errors, not ignored: a typo in
 a field name must not silently lose data.
 
 Everything that fails validation is dead-lettered with one of :class:`Reason` and never
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NotRequired
 
@@ -83,6 +84,8 @@ Metric = Annotated[str, Field(pattern=METRIC_PATTERN)]
 # it (vectorized) and dead-letters calendar-impossible values such as 2026-02-30.
 RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 EpochMs = Annotated[StrictInt, Field(ge=0, le=MAX_EPOCH_MS)]
+MAX_EXACT_INT = 2**53
+Value = StrictFloat | Annotated[StrictInt, Field(ge=-MAX_EXACT_INT, le=MAX_EXACT_INT)]
 Rfc3339 = Annotated[str, Field(pattern=RFC3339_PATTERN)]
 Timestamp = EpochMs | Rfc3339
 
@@ -97,7 +100,7 @@ class Reading(TypedDict):
 
     metric: Metric
     ts: Timestamp
-    value: StrictFloat | StrictInt
+    value: Value
 
 
 @with_config(_STRICT)
@@ -105,7 +108,7 @@ class DeviceReading(TypedDict):
     sensor: NotRequired[SensorId]
     metric: Metric
     ts: Timestamp
-    value: StrictFloat | StrictInt
+    value: Value
 
 
 @with_config(_STRICT)
@@ -157,7 +160,7 @@ def parse_topic(topic: str, prefix: str) -> Topic:
             Reason.INVALID_TOPIC,
             f"topic {topic!r}: expected {head}sensors/<sensor_id> or {head}gateways/<gateway_id>",
         )
-    if not SENSOR_ID_RE.match(parts[1]):
+    if not SENSOR_ID_RE.fullmatch(parts[1]):
         raise WireError(
             Reason.INVALID_SENSOR_ID,
             f"id {parts[1]!r} in topic: lowercase letters, digits, '-' and '_' only, 1-64 chars",
@@ -180,7 +183,9 @@ def _reason_for(err: ValidationError) -> WireError:
         return WireError(Reason.MISSING_FIELD, detail)
     if first["type"] == "extra_forbidden":
         return WireError(Reason.UNKNOWN_FIELD, f"unknown field '{loc}'")
-    if "finite_number" in kinds:
+    if "finite_number" in kinds or (
+        locs[0][:1] == ("value",) and kinds & {"less_than_equal", "greater_than_equal"}
+    ):
         return WireError(Reason.NON_FINITE_VALUE, "value must be a finite number (no NaN/Infinity)")
     last = locs[0][-1] if locs[0] else ""
     if first["type"] == "string_pattern_mismatch" and last == "sensor":
@@ -308,12 +313,15 @@ def encode_record(sensor: str, received_ms: int, payloads: list[bytes]) -> bytes
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def to_epoch_ms(ts: int | str) -> int:
     """Normalise one wire timestamp (for tests and tools; the hot path does this in Polars)."""
     if isinstance(ts, int):
         return ts
-    t = ts[:10] + "T" + ts[11:].upper()
-    return int(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() * 1000)
+    t = datetime.fromisoformat((ts[:10] + "T" + ts[11:].upper()).replace("Z", "+00:00"))
+    return (t - _EPOCH) // timedelta(milliseconds=1)  # exact: no floating point
 
 
 # Kafka headers of dead-letter records; the value is the original payload, byte for byte.

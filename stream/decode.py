@@ -74,7 +74,11 @@ def decode(values: list[bytes]) -> Decoded:
             return Decoded(pl.DataFrame(schema=READINGS_SCHEMA), bad)
         frame = _parse([values[i] for i in good_idx])
         index = pl.Series("rec", good_idx, dtype=pl.UInt32)
-    return Decoded(_flatten(frame.with_columns(index)), bad)
+    frame = frame.with_columns(index)
+    # Valid JSON that is not a readings record (no sensor, no msgs): report it, never drop it.
+    foreign = pl.col("sensor").is_null() | pl.col("msgs").is_null()
+    bad = sorted([*bad, *frame.filter(foreign)["rec"].to_list()])
+    return Decoded(_flatten(frame.filter(~foreign)), bad)
 
 
 def _flatten(frame: pl.DataFrame) -> pl.DataFrame:

@@ -139,12 +139,6 @@ def test_parse_topic_splits_kind_and_id() -> None:
     assert parse_topic(GATEWAY_TOPIC, PREFIX) == Topic("gateways", "gw-1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: parse_topic uses re.match with '$', which also matches before a trailing "
-    "newline, so 'sensors/abc\\n' is accepted and encode_record writes the raw newline into "
-    "the Kafka value (multi-line JSON, which stream.decode reports as undecodable)",
-)
 def test_sensor_id_with_trailing_newline_in_topic_is_rejected_as_invalid_sensor_id() -> None:
     err = rejection(ONE, f"{PREFIX}/sensors/abc\n")
     assert err.reason is Reason.INVALID_SENSOR_ID
@@ -311,12 +305,6 @@ def test_largest_finite_double_is_accepted() -> None:
     assert accept(payload).parts[0][1] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: value is StrictFloat | StrictInt and StrictInt is unbounded, so an integer "
-    "literal beyond the float8 range (1 followed by 400 zeros) is accepted, while the same "
-    "value written as 1e400 is rejected; the processor cannot decode it",
-)
 def test_integer_value_beyond_float8_range_is_rejected_as_non_finite_value() -> None:
     payload = b'{"metric":"pm25","ts":1,"value":1' + b"0" * 400 + b"}"
     assert rejection(payload).reason is Reason.NON_FINITE_VALUE
@@ -564,12 +552,6 @@ def test_to_epoch_ms_keeps_milliseconds() -> None:
     assert to_epoch_ms("2026-11-29T19:00:00.001Z") == 1795978800001
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: to_epoch_ms computes int(datetime.timestamp() * 1000) in floating point and "
-    "truncates, so some millisecond instants come out 1 ms early (about 0.6% of them in "
-    "2000-2100), and pre-1970 fractions round toward zero",
-)
 def test_to_epoch_ms_is_exact_for_every_millisecond() -> None:
     assert to_epoch_ms("2004-04-17T19:04:30.370Z") == 1082228670370
     assert to_epoch_ms("2039-05-03T04:12:37.765Z") == 2188008757765
