@@ -29,6 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.mqtt import AsyncioHelper, BufferedClient
+from ingest.produce import PartitionBatcher
 from meetnet.settings import Settings
 from meetnet.wire import WireError, check_message, dlq_headers
 
@@ -141,10 +142,13 @@ class Gateway:
 
     # --- Kafka side -------------------------------------------------------------------------
 
-    async def _forward(self, producer: AIOKafkaProducer, batch: list[_Msg]) -> None:
+    async def _forward(
+        self, producer: AIOKafkaProducer, out: PartitionBatcher, batch: list[_Msg]
+    ) -> None:
         """Produce a batch and wait for Kafka's acks; raise KafkaError if any send failed."""
         s = self.s
         futures = []
+        await out.start_flush()
         n_readings = n_records = 0
         bad: Counter[str] = Counter()
         for m in batch:
@@ -170,11 +174,10 @@ class Gateway:
                 )
                 continue
             for sensor, n, value in accepted.parts:
-                futures.append(
-                    await producer.send(s.kafka_readings_topic, value, key=sensor.encode())
-                )
+                await out.add(sensor.encode(), value)
                 n_readings += n
                 n_records += 1
+        futures.extend(await out.flush())
         await asyncio.gather(*futures)
         self.stats.messages += len(batch)
         self.stats.readings += n_readings
@@ -182,6 +185,7 @@ class Gateway:
         self.stats.deadlettered.update(bad)
 
     async def _flush_loop(self, producer: AIOKafkaProducer, client: BufferedClient) -> None:
+        out = PartitionBatcher(producer, self.s.kafka_readings_topic)
         while True:
             if not self._pending:
                 if self._stop.is_set():
@@ -194,9 +198,10 @@ class Gateway:
             delay = 0.2
             while True:
                 try:
-                    await self._forward(producer, batch)
+                    await self._forward(producer, out, batch)
                     break
                 except KafkaError as e:
+                    out.reset()
                     # Kafka is unavailable: keep the batch (its MQTT messages stay un-acked,
                     # so the broker keeps them too) and retry. Re-sends may duplicate records;
                     # the processor's idempotent write absorbs that.
@@ -238,7 +243,8 @@ class Gateway:
             bootstrap_servers=self.s.kafka_bootstrap,
             acks="all",
             linger_ms=2,
-            max_batch_size=512 * 1024,
+            # A batch must hold the largest accepted message's record (see ingest/produce.py).
+            max_batch_size=max(512 * 1024, 2 * self.s.max_payload_bytes + 4096),
             max_request_size=max(1024 * 1024, self.s.max_payload_bytes * 4),
             compression_type=None,
         )

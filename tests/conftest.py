@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,17 +39,32 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     )
 
 
+_BROKERS: dict[str, subprocess.Popen[bytes]] = {}
+
+
 @pytest.fixture(scope="session")
 def brokers(base_settings: Settings) -> Iterator[Settings]:
     """A Mosquitto and a Kafka-protocol broker for the whole test session."""
     services.ensure_postgres(base_settings)
-    mosq = services.start_mosquitto(base_settings)
-    kafka = services.start_kafka(base_settings)
+    _BROKERS["mosquitto"] = services.start_mosquitto(base_settings)
+    _BROKERS["kafka"] = services.start_kafka(base_settings)
     try:
         yield base_settings
     finally:
-        procs.stop(kafka)
-        procs.stop(mosq)
+        for p in reversed(list(_BROKERS.values())):
+            procs.stop(p)
+        _BROKERS.clear()
+
+
+def assert_brokers_alive() -> None:
+    """A broker that died makes every later integration test hang or fail obscurely: say so."""
+    for name, p in _BROKERS.items():
+        if p.poll() is not None:
+            log = "mosquitto/mosquitto.log" if name == "mosquitto" else "logs/kafka.out"
+            raise AssertionError(
+                f"the test session's {name} broker exited with {p.returncode} "
+                f"(see its log under the session state dir: {log})"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +96,7 @@ def stack(brokers: Settings, db: psycopg.Connection) -> Settings:
             "manage_local_services": False,
         }
     )
+    assert_brokers_alive()
     asyncio.run(services.ensure_topics(s))
     return s
 

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 
 from meetnet import procs
 from meetnet.settings import Settings
-from tests.conftest import settings_env
+from tests.conftest import assert_brokers_alive, settings_env
 
 
 def start_worker(
@@ -59,6 +59,7 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, every: float
     while time.monotonic() < deadline:
         if pred():
             return
+        assert_brokers_alive()
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
