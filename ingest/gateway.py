@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 86400
 RECEIVE_MAXIMUM = 20_000  # un-acked QoS 1 messages the broker may have in flight to us
+STOP_FLUSH_S = 15.0  # on SIGTERM, time to forward what was received (meetnet up waits 20 s)
 
 
 @dataclass
@@ -262,11 +263,15 @@ class Gateway:
             await self._stop.wait()
             if flusher.done() and flusher.exception() is not None:
                 raise RuntimeError("gateway flush loop failed") from flusher.exception()
-            # Forward and ack what was received; anything later stays with the broker.
-            with contextlib.suppress(Exception):
-                client.unsubscribe(f"$share/{self.s.mqtt_share_group}/{self.s.mqtt_topic_prefix}/#")
+            # Stop reading, forward and ack what was received, then disconnect. No unsubscribe:
+            # the persistent session keeps the shared subscription, so the broker queues (and
+            # later re-delivers) what arrives meanwhile; unsubscribing would make Mosquitto drop
+            # messages published while no gateway of the group is subscribed.
+            sock = client.socket()
+            if sock is not None:
+                loop.remove_reader(sock)
             self._wake.set()
-            await asyncio.wait_for(flusher, timeout=30)
+            await asyncio.wait_for(flusher, timeout=STOP_FLUSH_S)
         finally:
             for t in tasks:
                 t.cancel()

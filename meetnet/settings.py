@@ -72,7 +72,12 @@ class Settings(BaseSettings):
 
     # --- tuning --------------------------------------------------------------------------
     gateway_max_batch: int = Field(5_000, ge=1, description="MQTT messages per Kafka flush.")
-    gateway_client_id: str = Field("", description="MQTT client id; default: meetnet-gw-<host>-<n>")
+    gateway_client_id: str = Field(
+        "",
+        description="MQTT client id of the gateway; default meetnet-gw-<hostname>. Must be stable "
+        "across restarts (the broker re-delivers un-acked messages to the same id) and unique "
+        "per gateway: give each of several gateways on one host its own.",
+    )
     processor_max_records: int = Field(20_000, ge=1, description="Kafka records per poll batch.")
     processor_poll_ms: int = Field(200, ge=1)
     log_level: str = "INFO"

@@ -171,9 +171,12 @@ class Processor:
             self.stats.deadlettered[Reason.UNDECODABLE_RECORD.value] += 1
         # One dead letter per (record, reason) with the rejected readings of that record.
         groups = rejects.group_by(["rec", "reason"], maintain_order=True).agg(
-            pl.first("sensor"), pl.first("detail"), pl.struct("metric", "ts", "value").alias("r")
+            pl.first("sensor"),
+            pl.first("detail"),
+            pl.first("rx"),
+            pl.struct("metric", "ts", "value").alias("r"),
         )
-        for rec, reason, sensor, detail, readings in groups.iter_rows():
+        for rec, reason, sensor, detail, rx, readings in groups.iter_rows():
             r = records[rec]
             body = pl.DataFrame({"sensor": [sensor], "readings": [readings]}).write_ndjson()
             futures.append(
@@ -186,7 +189,7 @@ class Processor:
                         detail,
                         f"kafka:{r.topic}/{r.partition}/{r.offset}",
                         "processor",
-                        now_ms,
+                        rx if rx is not None else now_ms,  # when the gateway received it
                     ),
                 )
             )

@@ -23,7 +23,7 @@ class Limits:
 @dataclass(frozen=True)
 class Checked:
     ok: pl.DataFrame  # rec, sensor, metric, ts_us (Int64, UTC), value, rx
-    rejects: pl.DataFrame  # rec, sensor, metric, ts, value, reason, detail
+    rejects: pl.DataFrame  # rec, rx, sensor, metric, ts, value, reason, detail
 
 
 def parse_ts_us(ts: pl.Expr) -> pl.Expr:
@@ -74,6 +74,7 @@ def check(frame: pl.DataFrame, now_ms: int, limits: Limits) -> Checked:
     )
     rejects = df.filter(pl.col("reason").is_not_null()).select(
         "rec",
+        "rx",
         "sensor",
         "metric",
         "ts",

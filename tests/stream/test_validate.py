@@ -17,7 +17,7 @@ OLDEST_MS = NOW_MS - LIMITS.max_age_ms
 NEWEST_MS = NOW_MS + LIMITS.max_skew_ms
 
 OK_COLUMNS = ["rec", "sensor", "metric", "ts_us", "value", "rx"]
-REJECT_COLUMNS = ["rec", "sensor", "metric", "ts", "value", "reason", "detail"]
+REJECT_COLUMNS = ["rec", "rx", "sensor", "metric", "ts", "value", "reason", "detail"]
 
 
 def frame(rows: list[tuple]) -> pl.DataFrame:
@@ -219,6 +219,7 @@ def test_rejects_keep_the_original_timestamp_text() -> None:
     expected = pl.DataFrame(
         {
             "rec": pl.Series([0], dtype=pl.UInt32),
+            "rx": [1],  # the gateway's receive time travels with the reject
             "sensor": ["s-1"],
             "metric": ["pm25"],
             "ts": ["2026-02-30T00:00:00Z"],
