@@ -184,6 +184,35 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
+async def consumer_lag(settings: Settings) -> int:
+    """Records in the readings topic not yet committed by the processors' consumer group."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.processor_group)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        await consumer.topics()  # load metadata
+        parts = consumer.partitions_for_topic(settings.kafka_readings_topic) or set()
+        tps = [TopicPartition(settings.kafka_readings_topic, p) for p in parts]
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    lag = 0
+    for tp in tps:
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
+        lag += max(0, ends[tp] - done)
+    return lag
+
+
 def migrate_db(settings: Settings) -> None:
     from store.db import connect
     from store.migrate import migrate

@@ -21,6 +21,7 @@ optionally ``simulate``. The children inherit this process's environment, so the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -51,6 +52,7 @@ NAME_WIDTH = 10
 MAX_LINE = 64 * 1024  # longer output lines are relayed in pieces
 
 # Stop order and how long each may take to stop on SIGTERM before it is killed.
+DRAIN_TIMEOUT_S = 15.0  # at most this long for the processor to catch up before it stops
 STOP_TIMEOUT_S = {"simulator": 15.0, "gateway": 20.0, "processor": 20.0, "api": 10.0}
 STYLES = {
     "gateway": "cyan",
@@ -232,12 +234,36 @@ class Supervisor:
         self.say(f"{child.name} exited unexpectedly ({_describe(rc)}) after {uptime:.1f}s")
         self._schedule_restart(child, now, uptime)
 
+    def _drain(self) -> None:
+        """Before the processor stops, let it store what the gateway already put in Kafka: the
+        local Kafka-protocol broker keeps records in memory only, so they would be lost."""
+        if not self.settings.manage_local_services:
+            return  # an external Kafka keeps them; the next processor continues from there
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        lag = -1
+        while time.monotonic() < deadline and self._signals < 2:
+            try:
+                lag = asyncio.run(services.consumer_lag(self.settings))
+            except Exception as e:
+                self.say(f"cannot read consumer lag ({e}); stopping the processor anyway")
+                return
+            if lag == 0:
+                return
+            time.sleep(0.5)
+        if lag > 0:
+            self.say(
+                f"processor still {lag} Kafka records behind; they are lost with the "
+                "memory-only local broker"
+            )
+
     def _stop_children(self) -> None:
         hurried = False
         for child in self.children:  # specs are in stop order
             proc = child.proc
             if proc is None:
                 continue
+            if child.name == "processor" and proc.poll() is None:
+                self._drain()
             if proc.poll() is None:
                 self.say(f"stopping {child.name}")
             rc = procs.stop(proc, timeout=STOP_TIMEOUT_S.get(child.name, 10.0))

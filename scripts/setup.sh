@@ -26,6 +26,27 @@ DATABASES="${MEETNET_SETUP_DATABASES:-meetnet meetnet_test}"
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
+# --- 0. Fast path: everything already in place (no root needed to find that out) ----------
+already_ready() {
+  for p in postgresql-"${PGVER}" mosquitto python3-venv; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || return 1
+  done
+  [ -f "/usr/share/postgresql/${PGVER}/extension/timescaledb.control" ] || return 1
+  [ -x "$VENV/bin/python" ] || return 1
+  [ "$(cat "$VENV/.meetnet-installed" 2>/dev/null)" = "$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)" ] || return 1
+  local port
+  port="$(pg_lsclusters -h 2>/dev/null | awk -v v="$PGVER" '$1==v && $4 ~ /online/ {print $3; exit}')"
+  [ -n "$port" ] || return 1
+  for db in $DATABASES; do
+    [ "$(PGPASSWORD="$DB_PASSWORD" psql -X -tA -h 127.0.0.1 -p "$port" -U "$DB_ROLE" -d "$db" \
+         -c "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'" 2>/dev/null)" = 1 ] || return 1
+  done
+}
+if already_ready; then
+  log "ready"
+  exit 0
+fi
+
 [ "$(id -u)" = 0 ] || die "run as root (it installs Debian packages and configures PostgreSQL)"
 export DEBIAN_FRONTEND=noninteractive
 
@@ -41,8 +62,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   apt-get update -qq
   APT_UPDATED=1
-  # Do not let package scripts start the distribution's own Mosquitto on :1883 behind our back
-  # on machines without one; meetnet runs its own broker with its own config and port.
+  # Mosquitto comes from Debian only for its binary: meetnet starts its own broker with its
+  # own config on its own port (18830), next to any system Mosquitto on 1883.
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
@@ -123,12 +144,14 @@ done
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
   || die "Python 3.11+ needed, $("$PYTHON" --version 2>&1) found (set PYTHON=...)"
 STAMP="$VENV/.meetnet-installed"
-want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+want="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   log "installing the project into .venv"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24" >/dev/null
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[dev,local]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24" \
+    >"$VENV/pip.log" 2>&1 || { tail -30 "$VENV/pip.log"; die "could not upgrade pip"; }
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[dev,local]" \
+    >>"$VENV/pip.log" 2>&1 || { tail -30 "$VENV/pip.log"; die "pip install failed (see $VENV/pip.log)"; }
   echo "$want" > "$STAMP"
 fi
 

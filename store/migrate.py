@@ -1,7 +1,7 @@
 """Versioned schema migrations: ``store/migrations/NNNN_name.sql``, applied in order, once.
 
 Each file runs in its own transaction together with its row in ``meetnet_schema_migrations``,
-under an advisory lock so several processes starting at once cannot apply one twice.
+under a session advisory lock so several processes starting at once cannot apply one twice.
 """
 
 from __future__ import annotations
@@ -39,10 +39,16 @@ def available() -> list[Migration]:
 
 
 def migrate(conn: psycopg.Connection) -> list[Migration]:
-    """Apply pending migrations; return those applied. ``conn`` must not be in a transaction."""
+    """Apply pending migrations; return those applied. ``conn`` must be in autocommit mode.
+
+    A session-level advisory lock serialises concurrent callers; each migration commits on its
+    own, so a failing one leaves the earlier ones applied and is retried on the next run.
+    """
+    if not conn.autocommit:
+        raise ValueError("migrate() needs an autocommit connection")
     applied_now: list[Migration] = []
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+    try:
         conn.execute(
             """CREATE TABLE IF NOT EXISTS meetnet_schema_migrations (
                    version    integer PRIMARY KEY,
@@ -61,6 +67,8 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
                     (m.version, m.name),
                 )
             applied_now.append(m)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
 
 
