@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from ingest.mqtt import AsyncioHelper, BufferedClient
 from ingest.produce import PartitionBatcher
@@ -35,8 +33,8 @@ from meetnet.wire import WireError, check_message, dlq_headers
 
 log = logging.getLogger(__name__)
 
-SESSION_EXPIRY_S = 7 * 86400
-RECEIVE_MAXIMUM = 20_000  # un-acked QoS 1 messages the broker may have in flight to us
+MAX_PENDING = 50_000  # received, not yet forwarded: stop reading the socket above this
+RESUME_PENDING = 10_000  # ... and read again below this (TCP pushes back on the broker)
 STOP_FLUSH_S = 15.0  # on SIGTERM, time to forward what was received (meetnet up waits 20 s)
 
 
@@ -68,6 +66,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self._connected = asyncio.Event()
         self._client: BufferedClient | None = None
+        self._helper: AsyncioHelper | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -80,6 +79,9 @@ class Gateway:
             _Msg(msg.mid, msg.qos, msg.topic, bytes(msg.payload), int(time.time() * 1000))
         )
         self._wake.set()
+        if len(self._pending) >= MAX_PENDING and self._helper is not None:
+            # Kafka is slow or down: stop reading; the broker keeps the rest.
+            self._helper.pause_reading()
 
     def _on_connect(
         self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
@@ -103,7 +105,13 @@ class Gateway:
         client = BufferedClient(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
+            # MQTT 3.1.1 on purpose: Mosquitto 2.0.11 (Debian 12) has outgoing inflight-quota
+            # bugs (fixed in 2.0.13) that can leave QoS 1 messages queued for a subscriber until
+            # more traffic arrives; an MQTT v5 subscriber always gets a quota (its Receive
+            # Maximum), a 3.1.1 subscriber gets none with `max_inflight_messages 0`. Flow
+            # control is ours instead: see _pause_if_full.
+            protocol=mqtt.MQTTv311,
+            clean_session=False,
             manual_ack=True,
         )
         client.on_message = self._on_message
@@ -111,12 +119,6 @@ class Gateway:
         client.on_disconnect = self._on_disconnect
         client.max_queued_messages_set(0)
         return client
-
-    def _connect_properties(self) -> Properties:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        props.ReceiveMaximum = RECEIVE_MAXIMUM
-        return props
 
     async def _keep_connected(self, client: BufferedClient) -> None:
         delay = 0.5
@@ -127,8 +129,6 @@ class Gateway:
                         self.s.mqtt_host,
                         self.s.mqtt_port,
                         keepalive=30,
-                        clean_start=False,
-                        properties=self._connect_properties(),
                     )
                     delay = 0.5
                 except OSError as e:
@@ -213,6 +213,8 @@ class Gateway:
             for m in batch:
                 if m.qos:
                     client.ack(m.mid, m.qos)
+            if len(self._pending) < RESUME_PENDING and self._helper is not None:
+                self._helper.resume_reading()
 
     async def _report(self) -> None:
         last = (0, 0)
@@ -252,7 +254,7 @@ class Gateway:
         await producer.start()
         client = self._make_client()
         self._client = client
-        helper = AsyncioHelper(loop, client)
+        helper = self._helper = AsyncioHelper(loop, client)
         tasks = [
             asyncio.create_task(self._keep_connected(client)),
             asyncio.create_task(self._report()),
@@ -267,9 +269,7 @@ class Gateway:
             # the persistent session keeps the shared subscription, so the broker queues (and
             # later re-delivers) what arrives meanwhile; unsubscribing would make Mosquitto drop
             # messages published while no gateway of the group is subscribed.
-            sock = client.socket()
-            if sock is not None:
-                loop.remove_reader(sock)
+            helper.pause_reading()
             self._wake.set()
             await asyncio.wait_for(flusher, timeout=STOP_FLUSH_S)
         finally:

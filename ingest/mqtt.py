@@ -66,13 +66,15 @@ class AsyncioHelper:
         self.loop = loop
         self.client = client
         self._misc: asyncio.Task[None] | None = None
+        self._paused = False
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.loop.add_reader(sock, self._read)
+        if not self._paused:
+            self.loop.add_reader(sock, self._read)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         if self._misc is None or self._misc.done():
             self._misc = self.loop.create_task(self._misc_loop())
@@ -95,6 +97,19 @@ class AsyncioHelper:
         # Keep-alive pings and retries; stops when the connection goes away.
         while self.client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
             await asyncio.sleep(1)
+
+    def pause_reading(self) -> None:
+        """Stop taking data from the socket (backpressure: TCP makes the broker hold on)."""
+        sock = self.client.socket()
+        if not self._paused and sock is not None:
+            self.loop.remove_reader(sock)
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        sock = self.client.socket()
+        if self._paused and sock is not None:
+            self.loop.add_reader(sock, self._read)
+        self._paused = False
 
     def close(self) -> None:
         if self._misc is not None:

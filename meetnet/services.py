@@ -37,7 +37,9 @@ autosave_interval 10
 persistent_client_expiration 7d
 max_queued_messages 2000000
 max_queued_bytes 0
-max_inflight_messages 5000
+# 0 = no outgoing inflight quota for MQTT 3.1.1 subscribers (the gateway): Mosquitto 2.0.11's
+# quota accounting can strand queued QoS 1 messages; the gateway applies its own backpressure.
+max_inflight_messages 0
 # Larger than the gateway's own payload limit, so oversize payloads reach the gateway and are
 # dead-lettered with a reason instead of vanishing at the broker.
 max_packet_size {max_packet}

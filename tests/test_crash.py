@@ -12,7 +12,7 @@ import pytest
 
 from meetnet import procs
 from meetnet.settings import Settings
-from tests.support import publish_all, publisher, start_worker, wait_until
+from tests.support import pipeline_state, publish_all, publisher, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -85,9 +85,14 @@ def _run_with_kills(
             workers[victim] = start_worker(victim, stack, tmp_path, env)
         pub.join(timeout=120)
         assert done.is_set(), "publisher did not finish"
-        wait_until(
-            lambda: len(_stored(db)) >= len(expected), 120, f"{len(expected)} stored readings"
-        )
+        try:
+            wait_until(
+                lambda: len(_stored(db)) >= len(expected), 120, f"{len(expected)} stored readings"
+            )
+        except AssertionError as e:
+            raise AssertionError(
+                f"{e}; stored {len(_stored(db))}; {pipeline_state(stack)}"
+            ) from None
         time.sleep(2.0)  # anything still in flight would show up as an extra row now
     finally:
         client.loop_stop()

@@ -203,3 +203,36 @@ def test_valid_readings_reach_the_api_and_each_malformed_one_is_deadlettered_wit
         stamps = [datetime.fromisoformat(x["ts"]) for x in r.json()["readings"]]
         assert [int(t.timestamp() * 1000) for t in stamps] == [now, now + 1000, now + 2000]
         assert all(t.utcoffset() == timedelta(0) for t in stamps)
+
+
+def test_two_gateways_on_one_shared_subscription_split_the_messages_and_lose_none(
+    stack: Settings, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    now = int(time.time() * 1000)
+    n = 2000
+    messages = [
+        (
+            f"{stack.mqtt_topic_prefix}/sensors/share-{i % 50:02d}",
+            json.dumps({"metric": "pm25", "ts": now - i, "value": float(i)}).encode(),
+        )
+        for i in range(n)
+    ]
+    gateways = [
+        start_worker("gateway", stack, tmp_path / name, {"MEETNET_GATEWAY_CLIENT_ID": name})
+        for name in ("share-gw-a", "share-gw-b")
+    ]
+    pr = start_worker("processor", stack, tmp_path)
+    try:
+        time.sleep(1.0)
+        publish_all(stack, messages)
+        wait_until(lambda: count_readings(db) == n, 60, f"{n} stored readings")
+    finally:
+        for p in [*gateways, pr]:
+            procs.stop(p)
+    handled = []
+    for name in ("share-gw-a", "share-gw-b"):
+        log = (tmp_path / name / "gateway.log").read_text()
+        handled.append(int(log.rsplit("gateway stopped messages=", 1)[1].split()[0]))
+    assert all(h > 0 for h in handled), f"one gateway got nothing: {handled}"
+    assert sum(handled) == n, f"messages per gateway {handled} do not add up to {n}"
+    assert count_readings(db) == n
