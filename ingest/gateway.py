@@ -233,6 +233,31 @@ class Gateway:
                 )
                 last = cur
 
+    def dump_state(self) -> None:
+        """SIGUSR1: log where messages are (operators' and tests' view into a stuck gateway)."""
+        import fcntl
+        import struct
+        import termios
+
+        client = self._client
+        sock = client.socket() if client is not None else None
+        unread = -1
+        if sock is not None:
+            buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+            unread = struct.unpack("i", buf)[0]
+        log.warning(
+            "gateway state",
+            extra={
+                "pending": len(self._pending),
+                "paused": self._helper._paused if self._helper else None,
+                "connected": self._connected.is_set(),
+                "socket_unread_bytes": unread,
+                "buffered": client.has_buffered() if client is not None else None,
+                "messages": self.stats.messages,
+                "kafka_retries": self.stats.kafka_retries,
+            },
+        )
+
     def _flusher_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             # Never limp on without forwarding: un-acked messages stay with the broker, and a
@@ -295,6 +320,7 @@ def main(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, gw.stop)
+        loop.add_signal_handler(signal.SIGUSR1, gw.dump_state)
         log.info("gateway started", extra={"mqtt": settings.mqtt_url, "client_id": gw.client_id})
         await gw.run()
         log.info("gateway stopped", extra={"messages": gw.stats.messages})

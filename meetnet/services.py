@@ -189,15 +189,15 @@ async def ensure_topics(settings: Settings) -> None:
 async def consumer_lag(settings: Settings) -> int:
     """Records in the readings topic not yet committed by the processors' consumer group."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.processor_group)
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    # A group member that never subscribes: it only asks the coordinator for committed
+    # offsets (OffsetFetch through the consumer works on every Kafka-protocol broker we use;
+    # the admin client's variant does not on the local one).
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.processor_group,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         await consumer.topics()  # load metadata
@@ -205,14 +205,13 @@ async def consumer_lag(settings: Settings) -> int:
         tps = [TopicPartition(settings.kafka_readings_topic, p) for p in parts]
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
+        lag = 0
+        for tp in tps:
+            done = await consumer.committed(tp)
+            lag += max(0, ends[tp] - (done if done is not None and done >= 0 else starts[tp]))
+        return lag
     finally:
         await consumer.stop()
-    lag = 0
-    for tp in tps:
-        meta = committed.get(tp)
-        done = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
-        lag += max(0, ends[tp] - done)
-    return lag
 
 
 def migrate_db(settings: Settings) -> None:

@@ -121,35 +121,10 @@ def read_deadletters(s: Settings, expect: int, timeout: float = 30) -> list[Dead
 
 
 def pipeline_state(s: Settings) -> str:
-    """Where readings are when a test waits in vain: Kafka end offsets vs the group's commits."""
-
-    async def _state() -> str:
-        from aiokafka import TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(s.processor_group)
-        finally:
-            await admin.close()
-        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
-        await consumer.start()
-        try:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(s.kafka_readings_topic) or set()
-            tps = [TopicPartition(s.kafka_readings_topic, p) for p in sorted(parts)]
-            ends = await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
-        rows = [
-            f"p{tp.partition}: end={ends[tp]} committed="
-            f"{committed[tp].offset if tp in committed else None}"
-            for tp in tps
-        ]
-        return "kafka " + ", ".join(rows)
+    """Where readings are when a test waits in vain: Kafka lag of the processors' group."""
+    from meetnet.services import consumer_lag
 
     try:
-        return asyncio.run(_state())
+        return f"kafka consumer lag {asyncio.run(consumer_lag(s))} records"
     except Exception as e:  # diagnostics must not hide the real failure
         return f"(pipeline state unavailable: {e})"

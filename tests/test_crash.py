@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -90,6 +91,9 @@ def _run_with_kills(
                 lambda: len(_stored(db)) >= len(expected), 120, f"{len(expected)} stored readings"
             )
         except AssertionError as e:
+            if workers["gateway"].poll() is None:  # ask the gateway where the readings are
+                workers["gateway"].send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             raise AssertionError(
                 f"{e}; stored {len(_stored(db))}; {pipeline_state(stack)}"
             ) from None
