@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 from ingest.mqtt import AsyncioHelper, BufferedClient
 from ingest.produce import PartitionBatcher
 from meetnet.settings import Settings
-from meetnet.wire import WireError, check_message, dlq_headers
+from meetnet.wire import MAX_RECORD_BYTES, WireError, check_message, dlq_headers
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Stats:
     records: int = 0
     deadlettered: Counter[str] = field(default_factory=Counter)
     kafka_retries: int = 0
+    ack_wait_s: float = 0.0  # time spent waiting for Kafka's acks
 
 
 @dataclass(slots=True)
@@ -179,7 +180,9 @@ class Gateway:
                 n_readings += n
                 n_records += 1
         futures.extend(await out.flush())
+        t = time.perf_counter()
         await asyncio.gather(*futures)
+        self.stats.ack_wait_s += time.perf_counter() - t
         self.stats.messages += len(batch)
         self.stats.readings += n_readings
         self.stats.records += n_records
@@ -229,6 +232,7 @@ class Gateway:
                         "readings": self.stats.readings,
                         "kafka_records": self.stats.records,
                         "deadlettered": dict(self.stats.deadlettered),
+                        "kafka_ack_wait_s": round(self.stats.ack_wait_s, 2),
                     },
                 )
                 last = cur
@@ -271,9 +275,9 @@ class Gateway:
             bootstrap_servers=self.s.kafka_bootstrap,
             acks="all",
             linger_ms=2,
-            # A batch must hold the largest accepted message's record (see ingest/produce.py).
-            max_batch_size=max(512 * 1024, 2 * self.s.max_payload_bytes + 4096),
-            max_request_size=max(1024 * 1024, self.s.max_payload_bytes * 4),
+            # A batch must hold the largest record: wire.MAX_RECORD_BYTES plus overhead.
+            max_batch_size=4 * MAX_RECORD_BYTES,
+            max_request_size=16 * MAX_RECORD_BYTES,
             compression_type=None,
         )
         await producer.start()

@@ -319,7 +319,10 @@ def bench_ingest(
     finally:
         for w in workers.values():
             procs.stop(w)
-        shutil.rmtree(state, ignore_errors=True)
+        if os.environ.get("MEETNET_BENCH_KEEP_LOGS"):
+            console.print(f"logs kept in {state / 'logs'}")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
     result["copy_ceiling_per_s"] = round(ceiling, 1)
     result["ratio"] = round(result["readings_per_s"] / ceiling, 3) if ceiling else 0.0
     _print(result, console)

@@ -27,8 +27,9 @@ crashes a service. The validation here is done per MQTT message by pydantic-core
 with no Python per reading; the stream processor re-validates per batch with Polars.
 
 Kafka ``meetnet.readings.v1`` record (internal, produced only by the gateway): key = sensor id,
-value = one line of JSON ``{"sensor": id, "rx": received_epoch_ms, "msgs": [payload, ...]}``
-where each payload is a device payload (single or ``{"readings": [...]}``) as published.
+value = NDJSON, one flat line per reading:
+``{"sensor": id, "rx": received_epoch_ms, "metric": ..., "ts": ..., "value": ...}`` with ``ts``
+exactly as published (RFC 3339 text or epoch-ms integer).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ METRIC_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 SENSOR_ID_RE = re.compile(SENSOR_ID_PATTERN)
 MAX_EPOCH_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
 HARD_MAX_READINGS = 100_000
+# Largest Kafka value the gateway produces. A flat line per reading repeats the sensor id and
+# receive time, so a payload of many short readings can grow ~4x; values above this are split
+# into several records (same key, consecutive lines). The gateway's producer batch is larger.
+MAX_RECORD_BYTES = 256 * 1024
 
 
 class Reason(StrEnum):
@@ -244,8 +249,9 @@ def check_message(
         )
     t = parse_topic(topic, prefix)
     if t.kind == "sensors":
-        n = _check_device(t.ident, payload, max_readings)
-        return Accepted([(t.ident, n, encode_record(t.ident, received_ms, [_one_line(payload)]))])
+        readings = _check_device(t.ident, payload, max_readings)
+        value = encode_record(t.ident, received_ms, readings)
+        return Accepted(_split(t.ident, len(readings), value))
     gw: GatewayBatch = _validate(_GATEWAY_BATCH, payload)
     total = sum(len(g["readings"]) for g in gw["sensors"])
     if total > max_readings:
@@ -253,16 +259,31 @@ def check_message(
             Reason.TOO_MANY_READINGS,
             f"{total} readings in one message, the limit is {max_readings}",
         )
-    parts = []
+    parts: list[tuple[str, int, bytes]] = []
     for g in gw["sensors"]:
-        body = b'{"readings":' + _READINGS.dump_json(g["readings"]) + b"}"
-        parts.append(
-            (g["sensor"], len(g["readings"]), encode_record(g["sensor"], received_ms, [body]))
-        )
+        rs = g["readings"]
+        parts += _split(g["sensor"], len(rs), encode_record(g["sensor"], received_ms, rs))
     return Accepted(parts)
 
 
-def _check_device(sensor: str, payload: bytes, max_readings: int) -> int:
+def _split(sensor: str, n: int, value: bytes) -> list[tuple[str, int, bytes]]:
+    """One part, or several of at most MAX_RECORD_BYTES cut at line ends (rare, large)."""
+    if len(value) <= MAX_RECORD_BYTES:
+        return [(sensor, n, value)]
+    parts: list[tuple[str, int, bytes]] = []
+    chunk: list[bytes] = []
+    size = 0
+    for line in value.split(b"\n"):
+        if chunk and size + len(line) + 1 > MAX_RECORD_BYTES:
+            parts.append((sensor, len(chunk), b"\n".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    parts.append((sensor, len(chunk), b"\n".join(chunk)))
+    return parts
+
+
+def _check_device(sensor: str, payload: bytes, max_readings: int) -> list[Reading]:
     if _is_batch(payload):
         try:
             batch: DeviceBatch = _validate(_DEVICE_BATCH, payload)
@@ -273,8 +294,8 @@ def _check_device(sensor: str, payload: bytes, max_readings: int) -> int:
                 single = _validate(_DEVICE_READING, payload)
             except WireError:
                 raise e from None
-            _check_sensor(sensor, single.get("sensor"))
-            return 1
+            _check_sensor(sensor, single.pop("sensor", None))
+            return [single]
         _check_sensor(sensor, batch.get("sensor"))
         n = len(batch["readings"])
         if n > max_readings:
@@ -282,10 +303,10 @@ def _check_device(sensor: str, payload: bytes, max_readings: int) -> int:
                 Reason.TOO_MANY_READINGS,
                 f"{n} readings in one message, the limit is {max_readings}",
             )
-        return n
+        return batch["readings"]
     reading: DeviceReading = _validate(_DEVICE_READING, payload)
-    _check_sensor(sensor, reading.get("sensor"))
-    return 1
+    _check_sensor(sensor, reading.pop("sensor", None))
+    return [reading]
 
 
 def _check_sensor(topic_sensor: str, payload_sensor: str | None) -> None:
@@ -297,20 +318,18 @@ def _check_sensor(topic_sensor: str, payload_sensor: str | None) -> None:
         )
 
 
-def _one_line(payload: bytes) -> bytes:
-    # Valid JSON cannot hold a raw newline inside a string, so newlines are whitespace and the
-    # payload stays equivalent on one line (Kafka values are decoded as NDJSON in batches).
-    return payload.replace(b"\n", b" ").replace(b"\r", b" ")
+def encode_record(sensor: str, received_ms: int, readings: list[Reading]) -> bytes:
+    """The Kafka value for one sensor's readings: one flat JSON line per reading.
 
-
-def encode_record(sensor: str, received_ms: int, payloads: list[bytes]) -> bytes:
-    """The Kafka value for one sensor's readings. ``sensor`` has already matched the id pattern,
-    so it needs no JSON escaping."""
-    return b'{"sensor":"%s","rx":%d,"msgs":[%s]}' % (
-        sensor.encode(),
-        received_ms,
-        b",".join(payloads),
-    )
+    Flat lines, because Polars parses flat NDJSON about ten times faster than nested lists.
+    Built without Python per reading: pydantic-core serialises the validated readings (an
+    array of flat objects), and two byte replacements split it into lines and prefix each with
+    the sensor and receive time. That is safe because validated readings hold no braces in
+    strings (metric and ts match patterns without them) and ``sensor`` matches the id pattern.
+    """
+    body = _READINGS.dump_json(readings)  # [{"metric":...,"ts":...,"value":...},...]
+    head = b'{"sensor":"%s","rx":%d,' % (sensor.encode(), received_ms)
+    return body[1:-1].replace(b"},{", b"}\n{").replace(b"{", head)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -8,6 +8,9 @@ members of the group):
 3. produce dead letters (acks=all) for rejected readings and undecodable records, and wait;
 4. only then commit the Kafka offsets of the batch.
 
+Steps 2-4 run in a sink task while step 1 of the next batch runs (two batches in flight at
+most, handled in order), so decoding overlaps the database's work.
+
 A crash anywhere before 4 replays the batch; the unique (series_id, ts) key makes the replay
 add nothing. Offsets are never committed for data that is not in the database or the
 dead-letter topic.
@@ -35,7 +38,7 @@ from meetnet.wire import Reason, dlq_headers
 from store.db import DatabaseUnavailable, aconnect
 from store.readings import ReadingsWriter
 from stream.decode import decode
-from stream.validate import Limits, check
+from stream.validate import Checked, Limits, check
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,22 @@ class Stats:
     duplicates: int = 0
     deadlettered: Counter[str] = field(default_factory=Counter)
     batches: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+
+    def timed(self, stage: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - t0
+        return now
+
+
+@dataclass
+class _Work:
+    """A decoded, validated poll batch on its way to the database."""
+
+    records: list[ConsumerRecord[bytes, bytes]]
+    offsets: dict[TopicPartition, OffsetAndMetadata]
+    checked: Checked
+    undecodable: list[int]
 
 
 class Processor:
@@ -70,7 +89,7 @@ class Processor:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=10,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self.s.kafka_bootstrap, acks="all", linger_ms=5
@@ -78,14 +97,29 @@ class Processor:
         await producer.start()
         await consumer.start()
         reporter = asyncio.create_task(self._report())
+        # Two stages: while the sink writes batch k to the database and commits its offsets,
+        # this loop polls and decodes batch k+1. The queue holds one batch, so at most two are
+        # in flight, and the sink handles them strictly in order.
+        queue: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=1)
+        sink = asyncio.create_task(self._sink(consumer, producer, queue))
+        sink.add_done_callback(lambda _: self._stop.set())
         try:
             while not self._stop.is_set():
+                t = time.perf_counter()
                 batch = await consumer.getmany(
                     timeout_ms=self.s.processor_poll_ms, max_records=self.s.processor_max_records
                 )
-                if batch:
-                    await self._handle(consumer, producer, batch)
+                t = self.stats.timed("poll", t)
+                if batch and not sink.done():
+                    work = self._prepare(batch)
+                    t = self.stats.timed("decode_validate", t)
+                    await queue.put(work)
+                    self.stats.timed("wait_for_sink", t)
+            if not sink.done():
+                await queue.put(None)  # drain: the sink finishes what it has, then stops
+            await sink  # re-raises a sink failure: exit non-zero, the supervisor restarts us
         finally:
+            sink.cancel()
             reporter.cancel()
             with contextlib.suppress(Exception):
                 await consumer.stop()
@@ -99,26 +133,34 @@ class Processor:
             self._conn = await aconnect(self.s, app="processor")
         return self._conn
 
-    async def _handle(
-        self,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-    ) -> None:
+    def _prepare(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> _Work:
         records = [r for recs in batch.values() for r in recs]
         decoded = decode([r.value or b"" for r in records])
         checked = check(decoded.readings, int(self.clock() * 1000), self.limits)
-        await self._store(checked.ok)
-        await self._deadletter(producer, records, checked.rejects, decoded.undecodable)
         offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "") for tp, recs in batch.items()}
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as e:
-            # The group rebalanced under us: the new owner replays these records, which the
-            # idempotent write turns into no-ops.
-            log.warning("offset commit failed; batch will be replayed", extra={"error": str(e)})
-        self.stats.records += len(records)
-        self.stats.batches += 1
+        return _Work(records, offsets, checked, decoded.undecodable)
+
+    async def _sink(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        queue: asyncio.Queue[_Work | None],
+    ) -> None:
+        while (work := await queue.get()) is not None:
+            t = time.perf_counter()
+            await self._store(work.checked.ok)
+            t = self.stats.timed("database", t)
+            await self._deadletter(producer, work.records, work.checked.rejects, work.undecodable)
+            t = self.stats.timed("deadletter", t)
+            try:
+                await consumer.commit(work.offsets)
+            except (CommitFailedError, KafkaError) as e:
+                # The group rebalanced under us: the new owner replays these records, which
+                # the idempotent write turns into no-ops.
+                log.warning("offset commit failed; batch will be replayed", extra={"error": str(e)})
+            self.stats.timed("commit", t)
+            self.stats.records += len(work.records)
+            self.stats.batches += 1
 
     async def _store(self, ok: pl.DataFrame) -> None:
         if ok.height == 0:
@@ -209,6 +251,8 @@ class Processor:
                         "stored": self.stats.stored,
                         "duplicates_skipped": self.stats.duplicates,
                         "deadlettered": dict(self.stats.deadlettered),
+                        "batches": self.stats.batches,
+                        "seconds": {k: round(v, 2) for k, v in self.stats.seconds.items()},
                     },
                 )
                 last = cur
@@ -227,7 +271,13 @@ def main(settings: Settings) -> None:
         )
         await proc.run()
         log.info(
-            "processor stopped", extra={"records": proc.stats.records, "stored": proc.stats.stored}
+            "processor stopped",
+            extra={
+                "records": proc.stats.records,
+                "stored": proc.stats.stored,
+                "batches": proc.stats.batches,
+                "seconds": {k: round(v, 2) for k, v in proc.stats.seconds.items()},
+            },
         )
 
     asyncio.run(_main())

@@ -12,6 +12,7 @@ from meetnet.wire import (
     DLQ_RECEIVED,
     DLQ_SOURCE,
     DLQ_STAGE,
+    MAX_RECORD_BYTES,
     Accepted,
     Reading,
     Reason,
@@ -714,21 +715,16 @@ def test_accepted_messages_round_trip_through_decode() -> None:
     assert [s for s, _, _ in parts] == [SENSOR, SENSOR, "s-2", SENSOR, SENSOR, "g-1", "g-2", "g-1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a flat line per reading repeats the sensor id and receive time, so an accepted "
-    "payload of many short readings grows about 4x on Kafka: a 256 KiB device batch becomes a "
-    "~1.08 MB record, over the gateway producer's batch size max(512 KiB, 2 x payload + 4 KiB) "
-    "that ARCHITECTURE.md says holds any accepted message's record, and over its 1 MiB request "
-    "size",
-)
-def test_kafka_value_of_a_largest_accepted_message_fits_the_gateway_producer_batch() -> None:
+def test_kafka_values_of_a_largest_accepted_message_are_split_to_fit_the_record_limit() -> None:
+    # A flat line per reading repeats the sensor id and receive time: a 256 KiB payload of
+    # short readings grows ~4x, so the gateway splits it into records of at most
+    # MAX_RECORD_BYTES, cut at line ends, which together hold every reading exactly once.
     max_bytes = 256 * 1024  # the default MEETNET_MAX_PAYLOAD_BYTES
     short = b'{"metric":"a","ts":0,"value":1e15}'
     n = (max_bytes - len(b'{"readings":[]}') + 1) // (len(short) + 1)
     payload = b'{"readings":[' + b",".join([short] * n) + b"]}"
     assert len(payload) <= max_bytes
-    [(_, count, value)] = check_message(
+    parts = check_message(
         f"{PREFIX}/sensors/{'a' * 64}",
         payload,
         prefix=PREFIX,
@@ -736,9 +732,13 @@ def test_kafka_value_of_a_largest_accepted_message_fits_the_gateway_producer_bat
         max_readings=10_000,  # the default MEETNET_MAX_READINGS_PER_MESSAGE
         received_ms=RX,
     ).parts
-    assert count == n
-    assert len(value) <= max(512 * 1024, 2 * max_bytes + 4096)
-    assert len(value) <= max(1024 * 1024, 4 * max_bytes)
+    assert len(parts) > 1
+    assert all(len(value) <= MAX_RECORD_BYTES for _, _, value in parts)
+    assert sum(count for _, count, _ in parts) == n
+    decoded = decode([value for _, _, value in parts])
+    assert decoded.undecodable == []
+    assert decoded.readings.height == n
+    assert decoded.readings["rec"].value_counts(sort=True)["count"].sum() == n
 
 
 # --- to_epoch_ms / encode_record / dlq_headers -----------------------------------------------
