@@ -76,8 +76,12 @@ class Gateway:
     # --- MQTT side (runs in the event loop through AsyncioHelper) ---------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # dead-lettered as invalid_topic, never raised into paho
+            topic = bytes(msg._topic).decode("utf-8", "replace")
         self._pending.append(
-            _Msg(msg.mid, msg.qos, msg.topic, bytes(msg.payload), int(time.time() * 1000))
+            _Msg(msg.mid, msg.qos, topic, bytes(msg.payload), int(time.time() * 1000))
         )
         self._wake.set()
         if len(self._pending) >= MAX_PENDING and self._helper is not None:

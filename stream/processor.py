@@ -89,7 +89,7 @@ class Processor:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=10,
+            fetch_max_wait_ms=50,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self.s.kafka_bootstrap, acks="all", linger_ms=5
