@@ -58,6 +58,18 @@ class Stats:
         return now
 
 
+async def _put_unless_dead(
+    queue: asyncio.Queue[_Work | None], item: _Work | None, sink: asyncio.Task[None]
+) -> None:
+    """Hand ``item`` to the sink, unless the sink has died (a full queue would block forever)."""
+    if sink.done():
+        return
+    put = asyncio.ensure_future(queue.put(item))
+    await asyncio.wait({put, sink}, return_when=asyncio.FIRST_COMPLETED)
+    if not put.done():
+        put.cancel()
+
+
 @dataclass
 class _Work:
     """A decoded, validated poll batch on its way to the database."""
@@ -113,10 +125,10 @@ class Processor:
                 if batch and not sink.done():
                     work = self._prepare(batch)
                     t = self.stats.timed("decode_validate", t)
-                    await queue.put(work)
+                    await _put_unless_dead(queue, work, sink)
                     self.stats.timed("wait_for_sink", t)
-            if not sink.done():
-                await queue.put(None)  # drain: the sink finishes what it has, then stops
+            # Drain: the sink finishes what it has, then stops.
+            await _put_unless_dead(queue, None, sink)
             await sink  # re-raises a sink failure: exit non-zero, the supervisor restarts us
         finally:
             sink.cancel()
