@@ -1,6 +1,6 @@
 """The MQTT -> Kafka ingest gateway.
 
-Subscribes with QoS 1 on a persistent MQTT v5 session to ``$share/<group>/<prefix>/#`` (so
+Subscribes with QoS 1 on a persistent MQTT 3.1.1 session to ``$share/<group>/<prefix>/#`` (so
 several gateways split the load), validates each message at the edge (meetnet/wire.py), and
 produces it to Kafka with ``acks="all"``, keyed by sensor id. Each MQTT message is acknowledged
 (``manual_ack``) only after Kafka acknowledged everything it became: its readings record(s) or
@@ -21,10 +21,13 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.mqtt import AsyncioHelper, BufferedClient
 from ingest.produce import PartitionBatcher
@@ -94,10 +97,30 @@ class Gateway:
         if getattr(rc, "is_failure", False):
             log.error("MQTT connection refused", extra={"reason": str(rc)})
             return
-        topic = f"$share/{self.s.mqtt_share_group}/{self.s.mqtt_topic_prefix}/#"
-        client.subscribe(topic, qos=1)
-        log.info("subscribed", extra={"topic": topic, "client_id": self.client_id})
+        client.subscribe(self._topic_filter(), qos=1)
         self._connected.set()
+
+    def _topic_filter(self) -> str:
+        return f"$share/{self.s.mqtt_share_group}/{self.s.mqtt_topic_prefix}/#"
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        codes: list[ReasonCode],
+        props: Properties,
+    ) -> None:
+        # Logged on SUBACK, when the broker routes to us. Until a share group's first
+        # subscription exists, the broker drops what is published to it (PUBACK reason 16,
+        # "no matching subscribers"): start gateways before devices, and wait for this line.
+        if any(c.is_failure for c in codes):
+            log.error(
+                "subscription refused",
+                extra={"topic": self._topic_filter(), "codes": [str(c) for c in codes]},
+            )
+            return
+        log.info("subscribed", extra={"topic": self._topic_filter(), "client_id": self.client_id})
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
@@ -114,13 +137,14 @@ class Gateway:
             # bugs (fixed in 2.0.13) that can leave QoS 1 messages queued for a subscriber until
             # more traffic arrives; an MQTT v5 subscriber always gets a quota (its Receive
             # Maximum), a 3.1.1 subscriber gets none with `max_inflight_messages 0`. Flow
-            # control is ours instead: see _pause_if_full.
+            # control is ours instead: MAX_PENDING / RESUME_PENDING below.
             protocol=mqtt.MQTTv311,
             clean_session=False,
             manual_ack=True,
         )
         client.on_message = self._on_message
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.max_queued_messages_set(0)
         return client
@@ -220,7 +244,8 @@ class Gateway:
             for m in batch:
                 if m.qos:
                     client.ack(m.mid, m.qos)
-            if len(self._pending) < RESUME_PENDING and self._helper is not None:
+            stopping = self._stop.is_set()  # stopping: read nothing new, finish what we have
+            if len(self._pending) < RESUME_PENDING and self._helper is not None and not stopping:
                 self._helper.resume_reading()
 
     async def _report(self) -> None:

@@ -52,6 +52,7 @@ NAME_WIDTH = 10
 MAX_LINE = 64 * 1024  # longer output lines are relayed in pieces
 
 # Stop order and how long each may take to stop on SIGTERM before it is killed.
+GATEWAY_READY_S = 30.0  # at most this long for the gateway's subscription before the simulator
 DRAIN_TIMEOUT_S = 15.0  # at most this long for the processor to catch up before it stops
 STOP_TIMEOUT_S = {"simulator": 15.0, "gateway": 20.0, "processor": 20.0, "api": 10.0}
 STYLES = {
@@ -107,6 +108,7 @@ class _Child:
     delay: float = BACKOFF_FIRST_S
     restart_at: float = 0.0
     restarts: int = 0
+    log_start: int = 0  # size of the log file when this run of the child started
     done: bool = False
     readers: list[threading.Thread] = field(default_factory=list)
     log_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -190,6 +192,10 @@ class Supervisor:
     # --- children -------------------------------------------------------------------------
     def _start(self, child: _Child) -> None:
         try:
+            child.log_start = child.log_path.stat().st_size  # logs append across runs
+        except FileNotFoundError:
+            child.log_start = 0
+        try:
             proc = procs.spawn(
                 child.spec.cmd, stdout=subprocess.PIPE, env={"PYTHONUNBUFFERED": "1"}
             )
@@ -255,6 +261,21 @@ class Supervisor:
                 f"processor still {lag} Kafka records behind; they are lost with the "
                 "memory-only local broker"
             )
+
+    def _wait_logged(self, name: str, needle: str, timeout: float) -> None:
+        child = next((c for c in self.children if c.name == name), None)
+        deadline = time.monotonic() + timeout
+        while child is not None and time.monotonic() < deadline and self._signals == 0:
+            try:
+                with open(child.log_path, "rb") as f:
+                    f.seek(child.log_start)
+                    if needle.encode() in f.read():
+                        return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.1)
+        if child is not None and self._signals == 0:
+            self.say(f"{name} not ready after {timeout:.0f} s; starting the rest anyway")
 
     def _stop_children(self) -> None:
         hurried = False
@@ -334,7 +355,12 @@ class Supervisor:
                 self._phase = "running"
                 self.say("engines ready; starting " + ", ".join(c.name for c in self.children))
                 try:
-                    for c in self.children:
+                    # Start in reverse stop order, and the simulator only once the gateway's
+                    # subscription exists: the broker drops what is published to a share group
+                    # that has never had a subscriber.
+                    for c in reversed(self.children):
+                        if c.name == "simulator":
+                            self._wait_logged("gateway", " subscribed ", GATEWAY_READY_S)
                         self._start(c)
                     self._supervise()
                 finally:

@@ -30,9 +30,36 @@ def start_worker(
     )
 
 
+# PUBACK reason codes seen by test publishers other than success: Mosquitto answers an MQTT v5
+# publisher with 16 ("No matching subscribers") when nobody was subscribed to the topic, so a
+# test that loses messages can tell the broker's view from the gateway's.
+PUBACK_REASONS: dict[str, int] = {}
+
+
+def _on_publish(client: mqtt.Client, userdata: object, mid: int, rc: object, props: object) -> None:
+    name = str(rc)
+    if getattr(rc, "value", 0) != 0:
+        PUBACK_REASONS[name] = PUBACK_REASONS.get(name, 0) + 1
+
+
+def wait_subscribed(log: Path, times: int = 1, timeout: float = 60) -> None:
+    """Wait until a gateway logged its SUBACK ``times`` times (once per start). Messages
+    published to a share group before its first subscription exists are dropped by the broker
+    (MQTT semantics), so tests publish only after this."""
+
+    def _count() -> int:
+        try:
+            return log.read_text().count(" subscribed ")
+        except FileNotFoundError:
+            return 0
+
+    wait_until(lambda: _count() >= times, timeout, f"gateway subscription in {log}")
+
+
 def publisher(s: Settings, client_id: str = "") -> mqtt.Client:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     c.max_inflight_messages_set(1000)
+    c.on_publish = _on_publish
     c.connect(s.mqtt_host, s.mqtt_port)
     c.loop_start()
     return c

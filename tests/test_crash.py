@@ -13,7 +13,15 @@ import pytest
 
 from meetnet import procs
 from meetnet.settings import Settings
-from tests.support import pipeline_state, publish_all, publisher, start_worker, wait_until
+from tests.support import (
+    PUBACK_REASONS,
+    pipeline_state,
+    publish_all,
+    publisher,
+    start_worker,
+    wait_subscribed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +72,8 @@ def _run_with_kills(
         "gateway": start_worker("gateway", stack, tmp_path, env),
         "processor": start_worker("processor", stack, tmp_path, env),
     }
-    time.sleep(1.0)
+    wait_subscribed(tmp_path / "gateway.log")
+    PUBACK_REASONS.clear()
     client = publisher(stack, client_id=f"crash-pub-{victim}")
     done = threading.Event()
 
@@ -95,7 +104,8 @@ def _run_with_kills(
                 workers["gateway"].send_signal(signal.SIGUSR1)
             time.sleep(1.0)
             raise AssertionError(
-                f"{e}; stored {len(_stored(db))}; {pipeline_state(stack)}"
+                f"{e}; stored {len(_stored(db))}; {pipeline_state(stack)}; "
+                f"non-success PUBACKs {PUBACK_REASONS}"
             ) from None
         time.sleep(2.0)  # anything still in flight would show up as an extra row now
     finally:
@@ -104,6 +114,7 @@ def _run_with_kills(
         for w in workers.values():
             procs.stop(w)
 
+    assert not PUBACK_REASONS, f"the broker refused or dropped publishes: {PUBACK_REASONS}"
     stored = _stored(db)
     assert len(stored) == len(expected), "duplicates or foreign rows"
     assert set(stored) == expected, "lost or altered readings"

@@ -14,7 +14,14 @@ from fastapi.testclient import TestClient
 from meetnet import procs
 from meetnet.settings import Settings
 from meetnet.wire import Reason
-from tests.support import count_readings, publish_all, read_deadletters, start_worker, wait_until
+from tests.support import (
+    count_readings,
+    publish_all,
+    read_deadletters,
+    start_worker,
+    wait_subscribed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +169,7 @@ def test_valid_readings_reach_the_api_and_each_malformed_one_is_deadlettered_wit
     gw = start_worker("gateway", stack, tmp_path, {"MEETNET_GATEWAY_CLIENT_ID": "e2e-gw"})
     pr = start_worker("processor", stack, tmp_path)
     try:
-        time.sleep(1.0)  # let the gateway subscribe before publishing
+        wait_subscribed(tmp_path / "gateway.log")
         publish_all(stack, messages)
         wait_until(lambda: count_readings(db) == n_valid, 60, f"{n_valid} stored readings")
         letters = read_deadletters(stack, expect=len(bad), timeout=30)
@@ -223,7 +230,8 @@ def test_two_gateways_on_one_shared_subscription_split_the_messages_and_lose_non
     ]
     pr = start_worker("processor", stack, tmp_path)
     try:
-        time.sleep(1.0)
+        for name in ("share-gw-a", "share-gw-b"):
+            wait_subscribed(tmp_path / name / "gateway.log")
         publish_all(stack, messages)
         wait_until(lambda: count_readings(db) == n, 60, f"{n} stored readings")
     finally:
