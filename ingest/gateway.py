@@ -337,7 +337,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 client.disconnect()
             helper.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await producer.stop()
 
 

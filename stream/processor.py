@@ -133,9 +133,11 @@ class Processor:
         finally:
             sink.cancel()
             reporter.cancel()
-            with contextlib.suppress(Exception):
+            # Shutting down with the broker gone: aiokafka's close may surface its own tasks'
+            # cancellation; neither that nor a connection error should hide a clean exit.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await consumer.stop()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await producer.stop()
             if self._conn is not None:
                 await self._conn.close()
