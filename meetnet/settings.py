@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     )
     processor_max_records: int = Field(20_000, ge=1, description="Kafka records per poll batch.")
     processor_poll_ms: int = Field(200, ge=1)
+    processor_linger_ms: int = Field(
+        100,
+        ge=0,
+        description="Start a batch at most this often: at low rates every batch would hold a "
+        "few readings and cost its fixed overhead (a transaction, a dozen Polars calls); at high "
+        "rates batches take longer than this anyway. Adds at most this much latency.",
+    )
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
 

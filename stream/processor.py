@@ -116,8 +116,13 @@ class Processor:
         sink = asyncio.create_task(self._sink(consumer, producer, queue))
         sink.add_done_callback(lambda _: self._stop.set())
         try:
+            last_poll = 0.0
+            linger = self.s.processor_linger_ms / 1000
             while not self._stop.is_set():
                 t = time.perf_counter()
+                if t - last_poll < linger:
+                    await asyncio.sleep(linger - (t - last_poll))
+                last_poll = time.perf_counter()
                 batch = await consumer.getmany(
                     timeout_ms=self.s.processor_poll_ms, max_records=self.s.processor_max_records
                 )
