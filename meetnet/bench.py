@@ -21,6 +21,7 @@ Its sensors are ``bench-<run>-<n>`` and it deletes their rows at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing as mp
@@ -72,30 +73,9 @@ def _sensor_id(run: str, i: int) -> str:
 
 def _publish(job: PublisherJob, start_at: float, out: Any) -> None:
     """Publisher process: returns (series index, ts) of every reading through ``out``."""
-    import paho.mqtt.client as mqtt
+    from meetnet.mqtt_load import LeanPublisher
 
-    from ingest.mqtt import BufferedClient
-
-    acked = 0
-    cond = threading.Condition()
-
-    def on_publish(*_: Any) -> None:
-        nonlocal acked
-        with cond:
-            acked += 1
-            if acked % 256 == 0:
-                cond.notify_all()
-
-    client = BufferedClient(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"bench-{job.run}-pub-{job.index}",
-        protocol=mqtt.MQTTv5,
-    )
-    client.max_inflight_messages_set(0)  # bounded below; paho's window scans on every ack
-    client.max_queued_messages_set(0)
-    client.on_publish = on_publish
-    client.connect(job.host, job.port)
-    client.loop_start()
+    client = LeanPublisher(job.host, job.port, f"bench-{job.run}-pub-{job.index}")
     sensors = np.asarray(job.sensors, dtype=np.int64)
     n_metrics = len(METRICS)
     last = np.zeros((job.n_sensors, n_metrics), dtype=np.int64)
@@ -119,16 +99,15 @@ def _publish(job: PublisherJob, start_at: float, out: Any) -> None:
     while time.time() < start_at:
         time.sleep(0.005)
     t0 = time.monotonic()
-    done = sent = 0
+    done = 0
     cursor = 0  # position in (sensor, metric) round-robin
     while done < job.readings:
         if job.rate > 0:
             ahead = done / job.rate - (time.monotonic() - t0)
             if ahead > 0:
                 time.sleep(ahead)
-        with cond:
-            while sent - acked > MAX_UNACKED:
-                cond.wait(0.05)
+        if client.sent - client.acked > MAX_UNACKED:
+            client.wait_unacked_below(MAX_UNACKED // 2)
         now_ms = int(time.time() * 1000)
         if job.mode == "single":
             k = cursor % (len(sensors) * n_metrics)
@@ -140,7 +119,7 @@ def _publish(job: PublisherJob, start_at: float, out: Any) -> None:
                 ts,
                 rng.random() * 100,
             )
-            client.publish(topics[si], payload, qos=1)
+            client.publish(topics[si], payload)
             series_out[done] = si * n_metrics + mi
             ts_out[done] = ts
             done += 1
@@ -159,22 +138,19 @@ def _publish(job: PublisherJob, start_at: float, out: Any) -> None:
             payload = (b'{"sensors":[' + b",".join(frags[int(i)] for i in group) + b"]}").replace(
                 b"@TS@", b"%d" % ts_msg
             )
-            client.publish(gw_topic, payload, qos=1)
+            client.publish(gw_topic, payload)
             n = take * n_metrics
             series_out[done : done + n] = (
                 group[:, None] * n_metrics + np.arange(n_metrics)
             ).ravel()
             ts_out[done : done + n] = tss.ravel()
             done += n
-        sent += 1
+    client.flush()
     t_end = time.time()
-    deadline = time.monotonic() + 120
-    with cond:
-        while acked < sent and time.monotonic() < deadline:
-            cond.wait(0.1)
-    client.loop_stop()
-    client.disconnect()
-    out.put((job.index, series_out, ts_out, sent, acked, t_end))
+    with contextlib.suppress(TimeoutError):  # reported: published_acked is false
+        client.wait_unacked_below(0, timeout=120)
+    client.close()
+    out.put((job.index, series_out, ts_out, client.sent, client.acked, t_end))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -262,7 +238,14 @@ class _Poller(threading.Thread):
 
 
 def bench_ingest(
-    settings: Settings, *, readings: int, mode: str, rate: float, sensors: int, as_json: bool
+    settings: Settings,
+    *,
+    readings: int,
+    mode: str,
+    rate: float,
+    sensors: int,
+    as_json: bool,
+    gateways: int = 1,
 ) -> int:
     console = Console(stderr=True)
     run = uuid.uuid4().hex[:6]
@@ -299,12 +282,19 @@ def bench_ingest(
     try:
         with services.engines(s) as eng:
             env = {**s.env(), "MEETNET_MANAGE_LOCAL_SERVICES": "false"}
-            for name in ("gateway", "processor"):
+            # Several gateways share the MQTT subscription (scale-out), each with its own id.
+            for i in range(gateways):
+                name = "gateway" if i == 0 else f"gateway-{i}"
                 workers[name] = procs.spawn(
-                    [sys.executable, "-m", "meetnet", name],
+                    [sys.executable, "-m", "meetnet", "gateway"],
                     log=state / "logs" / f"{name}.log",
-                    env=env,
+                    env={**env, "MEETNET_GATEWAY_CLIENT_ID": f"bench-{run}-gw-{i}"},
                 )
+            workers["processor"] = procs.spawn(
+                [sys.executable, "-m", "meetnet", "processor"],
+                log=state / "logs" / "processor.log",
+                env=env,
+            )
             with psycopg.connect(s.dsn, autocommit=True) as conn:
                 _warm_up(s, conn, run, console)
                 result = _measure(

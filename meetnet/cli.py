@@ -131,6 +131,9 @@ def bench_ingest(
         float, typer.Option(help="Publish rate cap in readings/s (0 = as fast as possible).")
     ] = 0,
     sensors: Annotated[int, typer.Option(help="Distinct sensors.")] = 500,
+    gateways: Annotated[
+        int, typer.Option(help="Gateway processes on the shared subscription.")
+    ] = 1,
     as_json: Annotated[
         bool, typer.Option("--json", help="End with one JSON line of results.")
     ] = False,
@@ -147,6 +150,7 @@ def bench_ingest(
             rate=rate,
             sensors=sensors,
             as_json=as_json,
+            gateways=max(1, gateways),
         )
     )
 
