@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -63,15 +64,9 @@ def mosquitto_conf(settings: Settings) -> Path:
     )
     # Run as the invoking user even when that is root (Mosquitto would switch to 'mosquitto',
     # which may not own the data directory).
-    text += "user root\n" if _is_root() else ""
+    text += "user root\n" if os.geteuid() == 0 else ""
     conf.write_text(text)
     return conf
-
-
-def _is_root() -> bool:
-    import os
-
-    return os.geteuid() == 0
 
 
 def mosquitto_bin() -> str:

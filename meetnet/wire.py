@@ -79,7 +79,6 @@ class Reason(StrEnum):
     INVALID_METRIC = "invalid_metric"
     EMPTY_BATCH = "empty_batch"
     TOO_MANY_READINGS = "too_many_readings"
-    AMBIGUOUS_FORM = "ambiguous_form"
     UNDECODABLE_RECORD = "undecodable_record"
 
 

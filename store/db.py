@@ -13,14 +13,18 @@ class DatabaseUnavailable(RuntimeError):
     retriable = True
 
 
+def _params(settings: Settings, app: str, autocommit: bool) -> dict[str, object]:
+    return {
+        "conninfo": settings.dsn,
+        "application_name": f"meetnet-{app}",
+        "autocommit": autocommit,
+        "connect_timeout": 10,
+    }
+
+
 def connect(settings: Settings, *, app: str, autocommit: bool = False) -> psycopg.Connection:
     try:
-        return psycopg.connect(
-            settings.dsn,
-            application_name=f"meetnet-{app}",
-            autocommit=autocommit,
-            connect_timeout=10,
-        )
+        return psycopg.connect(**_params(settings, app, autocommit))  # type: ignore[arg-type]
     except psycopg.OperationalError as e:
         raise DatabaseUnavailable(f"cannot connect to the database: {e}") from e
 
@@ -29,11 +33,6 @@ async def aconnect(
     settings: Settings, *, app: str, autocommit: bool = False
 ) -> psycopg.AsyncConnection:
     try:
-        return await psycopg.AsyncConnection.connect(
-            settings.dsn,
-            application_name=f"meetnet-{app}",
-            autocommit=autocommit,
-            connect_timeout=10,
-        )
+        return await psycopg.AsyncConnection.connect(**_params(settings, app, autocommit))  # type: ignore[arg-type]
     except psycopg.OperationalError as e:
         raise DatabaseUnavailable(f"cannot connect to the database: {e}") from e
