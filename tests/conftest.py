@@ -73,11 +73,25 @@ def migrated_db(base_settings: Settings) -> str:
     return base_settings.dsn
 
 
+# Every table a test may fill (the registry's change counter, registry_state, stays).
+DATA_TABLES = (
+    "readings",
+    "series",
+    "api_keys",
+    "device_credentials",
+    "sensors",
+    "gateways",
+    "sensor_type_metrics",
+    "sensor_types",
+    "municipalities",
+)
+
+
 @pytest.fixture
 def db(migrated_db: str) -> Iterator[psycopg.Connection]:
     """A connection to the migrated test database, emptied before the test."""
     with psycopg.connect(migrated_db, autocommit=True) as conn:
-        conn.execute("TRUNCATE readings, series RESTART IDENTITY")
+        conn.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE")
         yield conn
 
 
