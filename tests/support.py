@@ -155,3 +155,49 @@ def pipeline_state(s: Settings) -> str:
         return f"kafka consumer lag {asyncio.run(consumer_lag(s))} records"
     except Exception as e:  # diagnostics must not hide the real failure
         return f"(pipeline state unavailable: {e})"
+
+
+# The metrics tests publish unless they say otherwise: the simulator's air-quality set.
+TEST_METRICS = ("pm25", "pm10", "no2", "temperature", "humidity", "value")
+
+
+def register_sensors(
+    conn: psycopg.Connection,
+    sensor_ids: Iterable[str],
+    *,
+    municipality: str = "44021",
+    type_id: str = "test-box",
+    metrics: Iterable[str] = TEST_METRICS,
+    gateway: str | None = None,
+    visibility: str = "public",
+) -> None:
+    """Register sensors (and their municipality, type and gateway when missing) directly in the
+    registry tables, so integration tests can publish for them."""
+    metrics = list(metrics)
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO municipalities (nis_code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (municipality, f"municipality {municipality}"),
+        )
+        conn.execute(
+            "INSERT INTO sensor_types (type_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (type_id, f"type {type_id}"),
+        )
+        conn.execute(
+            "INSERT INTO sensor_type_metrics (type_id, metric, unit, min_value, max_value,"
+            " interval_s) SELECT %s, m, '1', -1e9, 1e9, 60 FROM unnest(%s::text[]) m"
+            " ON CONFLICT DO NOTHING",
+            (type_id, metrics),
+        )
+        if gateway is not None:
+            conn.execute(
+                "INSERT INTO gateways (gateway_id, municipality) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (gateway, municipality),
+            )
+        conn.execute(
+            "INSERT INTO sensors (sensor_id, municipality, type_id, gateway_id, lat, lon,"
+            " visibility) SELECT s, %s, %s, %s, 51.05, 3.72, %s FROM unnest(%s::text[]) s"
+            " ON CONFLICT DO NOTHING",
+            (municipality, type_id, gateway, visibility, list(sensor_ids)),
+        )
