@@ -33,10 +33,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from meetnet import health
 from meetnet.settings import Settings
 from meetnet.wire import Reason, dlq_headers
 from store.db import DatabaseUnavailable, aconnect
 from store.readings import ReadingsWriter
+from stream.assignment import Assignment
 from stream.decode import decode
 from stream.validate import Checked, Limits, check
 
@@ -89,13 +91,28 @@ class Processor:
         self.stats = Stats()
         self._stop = asyncio.Event()
         self._conn: psycopg.AsyncConnection | None = None
+        self.assignment: Assignment | None = None
+        self._db_error: str | None = None  # health: why the last database write failed
 
     def stop(self) -> None:
         self._stop.set()
 
+    def probe(self) -> health.Probe:
+        """Liveness and readiness for meetnet/health.py."""
+        a = self.assignment
+        assigned = a.partitions if a is not None else None
+        return health.Probe(
+            "processor",
+            alive=not self._stop.is_set(),
+            checks={
+                "kafka_group": health.check(assigned is not None, "no assignment from the group"),
+                "database": health.check(self._db_error is None, self._db_error),
+            },
+            details={"partitions": assigned, "idle": assigned == []},
+        )
+
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            self.s.kafka_readings_topic,
             bootstrap_servers=self.s.kafka_bootstrap,
             group_id=self.s.processor_group,
             enable_auto_commit=False,
@@ -106,6 +123,8 @@ class Processor:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.s.kafka_bootstrap, acks="all", linger_ms=5
         )
+        self.assignment = Assignment(self.s, consumer)
+        consumer.subscribe([self.s.kafka_readings_topic], listener=self.assignment)
         await producer.start()
         await consumer.start()
         reporter = asyncio.create_task(self._report())
@@ -189,6 +208,7 @@ class Processor:
             try:
                 conn = await self._db()
                 res = await self.writer.write(conn, ok.select("sensor", "metric", "ts_us", "value"))
+                self._db_error = None
                 self.stats.stored += res.inserted
                 self.stats.duplicates += ok.height - res.inserted
                 return
@@ -196,6 +216,7 @@ class Processor:
                 # The database is down or restarting: retry the same batch; nothing is
                 # committed to Kafka meanwhile, so nothing can be lost.
                 log.warning("database unavailable; retrying", extra={"error": str(e)})
+                self._db_error = str(e) or type(e).__name__
                 if self._conn is not None:
                     await self._conn.close()
                     self._conn = None
@@ -288,7 +309,8 @@ def main(settings: Settings) -> None:
             "processor started",
             extra={"topic": settings.kafka_readings_topic, "group": settings.processor_group},
         )
-        await proc.run()
+        async with health.serve(settings.health_host, settings.health_port, proc.probe):
+            await proc.run()
         log.info(
             "processor stopped",
             extra={
