@@ -38,13 +38,32 @@ def up(
     sensors: Annotated[int, typer.Option(help="Simulated sensors.")] = 300,
     rate: Annotated[float, typer.Option(help="Simulated readings per second, all sensors.")] = 500,
     api_port: Annotated[int, typer.Option(help="Port of the query API.")] = 8000,
+    gateways: Annotated[
+        int, typer.Option(min=1, help="Gateway processes on the MQTT shared subscription.")
+    ] = 1,
+    processors: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processor processes in the consumer group (more than partitions idle)."
+        ),
+    ] = 1,
+    api_workers: Annotated[int, typer.Option(min=1, help="Query API worker processes.")] = 1,
 ) -> None:
     """Start every component (and local engines unless configured external); Ctrl-C stops all."""
     _setup_logging()
     from meetnet.supervisor import run_up
 
     sys.exit(
-        run_up(get_settings(), simulate=simulate, sensors=sensors, rate=rate, api_port=api_port)
+        run_up(
+            get_settings(),
+            simulate=simulate,
+            sensors=sensors,
+            rate=rate,
+            api_port=api_port,
+            gateways=gateways,
+            processors=processors,
+            api_workers=api_workers,
+        )
     )
 
 
