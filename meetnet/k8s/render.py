@@ -158,13 +158,13 @@ def checkov_bin() -> str | None:
 
 
 def run_checkov(
-    files: list[Path], extra: list[str] | None = None
+    files: list[Path], extra: list[str] | None = None, output: str = "cli"
 ) -> subprocess.CompletedProcess[str]:
     """checkov's Kubernetes (and Dockerfile) policies on rendered manifests, offline."""
     binary = checkov_bin()
     if binary is None:
         raise CheckError("checkov not found: run `make setup` (installs it into .venv-tools/)")
-    cmd = [binary, "--quiet", "--compact", "--skip-download", "--output", "cli"]
+    cmd = [binary, "--quiet", "--compact", "--skip-download", "--output", output]
     for f in files:
         cmd += ["--file", str(f)]
     cmd += extra or []

@@ -4,6 +4,7 @@ security policies; bad overlay parameters fail with a message that names the fix
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -126,6 +127,18 @@ def test_the_secrets_to_create_are_the_documented_ones(results: dict[str, k8s.Re
 
 
 # --- the security scan ------------------------------------------------------------------------
+INSECURE = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: insecure, namespace: scratch}
+spec:
+  containers:
+    - name: root
+      image: busybox
+      securityContext: {privileged: true}
+"""
+
+
 def test_checkov_passes_on_every_overlay_and_the_dockerfiles(
     results: dict[str, k8s.Result], tmp_path: Path
 ) -> None:
@@ -133,9 +146,22 @@ def test_checkov_passes_on_every_overlay_and_the_dockerfiles(
     for name, result in results.items():
         (tmp_path / f"{name}.yaml").write_text(result.manifests)
         files.append(tmp_path / f"{name}.yaml")
-    out = run_checkov([*files, *DOCKERFILES], ["--framework", "kubernetes", "dockerfile"])
-    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
-    assert re.search(r"Passed checks: [1-9]", out.stdout), out.stdout[-2000:]
+    # A manifest checkov must fail, scanned in the same run: the scan is not a no-op.
+    (tmp_path / "insecure.yaml").write_text(INSECURE)
+    out = run_checkov(
+        [*files, tmp_path / "insecure.yaml", *DOCKERFILES],
+        ["--framework", "kubernetes", "dockerfile"],
+        output="json",
+    )
+    reports = json.loads(out.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    assert {r["check_type"] for r in reports} == {"kubernetes", "dockerfile"}, out.stderr[-2000:]
+    failed = [c for r in reports for c in r["results"]["failed_checks"]]
+    passed = sum(r["summary"]["passed"] for r in reports)
+    ours = [f"{c['check_id']} {c['resource']}" for c in failed if "insecure" not in c["file_path"]]
+    assert not ours, ours
+    assert passed > 1000
+    assert "CKV_K8S_16" in {c["check_id"] for c in failed}  # privileged, in insecure.yaml
 
 
 def test_every_checkov_exception_is_justified_where_it_is_made(
