@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import StrEnum
 from typing import Annotated
@@ -18,8 +19,16 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+admin_app = typer.Typer(help="Operator tasks: API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
+app.add_typer(admin_app, name="admin")
+
+
+class KeyRole(StrEnum):
+    admin = "admin"
+    municipality = "municipality"
+    reader = "reader"
 
 
 class Mode(StrEnum):
@@ -101,6 +110,10 @@ def simulate(
         typer.Option(help="batch: one message per sensor tick; single: one message per reading."),
     ] = Mode.batch,
     progress: Annotated[bool, typer.Option(help="Show a progress display.")] = True,
+    register: Annotated[
+        bool,
+        typer.Option(help="Register the simulated sensors (public) in the registry first."),
+    ] = True,
 ) -> None:
     """Publish plausible sensor readings over MQTT."""
     _setup_logging()
@@ -114,6 +127,7 @@ def simulate(
             duration=duration,
             mode=mode.value,
             progress=progress,
+            register=register,
         )
     )
 
@@ -153,6 +167,64 @@ def bench_ingest(
             gateways=max(1, gateways),
         )
     )
+
+
+@admin_app.command("create-key")
+def admin_create_key(
+    role: Annotated[KeyRole, typer.Option(help="What the key may do.")],
+    municipality: Annotated[
+        str | None, typer.Option(help="NIS code of the municipality (role municipality only).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"key": ...} only.')] = False,
+) -> None:
+    """Create an API key in the database of MEETNET_DATABASE_URL (migrating it first if
+    needed) and print it. The key is shown only now: it is stored as a hash."""
+    _setup_logging()
+    from meetnet.admin import AdminError, create_key
+
+    try:
+        row, key = create_key(get_settings(), role.value, municipality, name)
+    except AdminError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps({"key": key}))
+        return
+    where = f" of municipality {row['municipality']}" if row["municipality"] else ""
+    typer.echo(f"created {row['role']} key {row['key_id']}{where}; it is shown only now:")
+    typer.echo(key)
+
+
+@admin_app.command("revoke-key")
+def admin_revoke_key(
+    key_id: Annotated[str, typer.Argument(help="The key id: mnk_<key id>_... .")],
+) -> None:
+    """Revoke an API key; API processes stop accepting it within MEETNET_API_KEY_CACHE_S."""
+    _setup_logging()
+    from meetnet.admin import AdminError, revoke_key
+
+    try:
+        row = revoke_key(get_settings(), key_id)
+    except AdminError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    since = row["revoked_at"].isoformat()
+    typer.echo(f"revoked key {row['key_id']} ({row['role']}), since {since}")
+
+
+@admin_app.command("list-keys")
+def admin_list_keys(
+    include_revoked: Annotated[bool, typer.Option(help="Also revoked keys.")] = False,
+) -> None:
+    """List API keys (ids, roles, municipalities; never secrets)."""
+    _setup_logging()
+    from meetnet.admin import list_keys
+
+    for row in list_keys(get_settings(), include_revoked):
+        revoked = f" revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else ""
+        muni = row["municipality"] or "-"
+        typer.echo(f"{row['key_id']}  {row['role']:<12} {muni:<5}  {row['name']}{revoked}")
 
 
 def main() -> None:

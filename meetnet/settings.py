@@ -69,6 +69,31 @@ class Settings(BaseSettings):
     api_max_limit: int = Field(10_000, ge=1, description="Most rows one JSON request returns.")
     api_default_limit: int = Field(1_000, ge=1)
     api_statement_timeout_ms: int = Field(10_000, ge=100)
+    api_registry_default_limit: int = Field(100, ge=1, description="Registry items per page.")
+    api_registry_max_limit: int = Field(
+        1_000, ge=1, description="Most registry items (sensors, gateways, ...) one page returns."
+    )
+    api_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body, except bulk uploads."
+    )
+    api_bulk_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest bulk sensor upload (JSON or CSV)."
+    )
+    api_bulk_max_rows: int = Field(10_000, ge=1, description="Most sensors in one bulk upload.")
+
+    # --- access control ------------------------------------------------------------------
+    api_anonymous_read: bool = Field(
+        True,
+        description="Requests without an API key read public data as role `reader` (open "
+        "data). false: every /v1 request needs a key.",
+    )
+    api_key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=30,
+        description="How long a worker trusts a key it looked up: a revoked key stops working "
+        "within this many seconds (at once in the worker that revoked it). 0: no cache.",
+    )
 
     # --- tuning --------------------------------------------------------------------------
     gateway_max_batch: int = Field(5_000, ge=1, description="MQTT messages per Kafka flush.")

@@ -258,15 +258,28 @@ def run(
     duration: float,
     mode: str,
     progress: bool,
+    register: bool = True,
 ) -> int:
     """Publish simulated readings; returns the process exit code (0 when every message was
-    acknowledged, 1 when the broker is unreachable or messages were refused or left
-    unacknowledged, 2 for bad arguments)."""
+    acknowledged, 1 when the broker or database is unreachable or messages were refused or
+    left unacknowledged, 2 for bad arguments). ``register``: first register the fleet in the
+    sensor registry (simulators/registry.py), so the API serves its readings."""
     problem = _check_args(sensors, rate, duration, mode)
     if problem:
         log.error(problem)
         return 2
-    encoder = Encoder(make_fleet(sensors), settings.mqtt_topic_prefix, mode)
+    fleet = make_fleet(sensors)
+    if register:
+        from simulators.registry import register_fleet
+        from store.db import DatabaseUnavailable, connect
+
+        try:
+            with connect(settings, app="simulator") as conn:
+                register_fleet(conn, fleet, round(sensors * len(METRICS) / rate))
+        except DatabaseUnavailable as e:
+            log.error(str(e))
+            return 1
+    encoder = Encoder(fleet, settings.mqtt_topic_prefix, mode)
     per_msg = encoder.readings_per_message
     slot_s = len(METRICS) / rate  # one sensor reports all its metrics per slot
     if sensors * slot_s < 0.001:

@@ -18,6 +18,7 @@ from tests.support import (
     count_readings,
     publish_all,
     read_deadletters,
+    register_sensors,
     start_worker,
     wait_subscribed,
     wait_until,
@@ -35,6 +36,8 @@ def test_valid_readings_reach_the_api_and_each_malformed_one_is_deadlettered_wit
 ) -> None:
     p = stack.mqtt_topic_prefix
     now = int(time.time() * 1000) // 1000 * 1000
+    # Registered, so the API serves their readings (unregistered sensors are 404 there).
+    register_sensors(db, ["e2e-air-1", "e2e-air-2", "e2e-air-3"], gateway="e2e-gw-1")
     dev = f"{p}/sensors/e2e-air-1"
     valid: list[tuple[str, bytes]] = [
         (dev, json.dumps({"metric": "pm25", "ts": now, "value": 12.5}).encode()),
