@@ -99,7 +99,16 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
 async def _integrity(request: Request, exc: Exception) -> JSONResponse:
     # The registry checks references and uniqueness before writing; this is a concurrent
     # request that won the race in between. Nothing was written (the transaction rolled back).
-    log.info("integrity error", extra={"path": request.url.path, "error": str(exc).strip()})
+    # Only the SQLSTATE and constraint: a violation's DETAIL can quote a whole row.
+    diag = getattr(exc, "diag", None)
+    log.info(
+        "integrity error",
+        extra={
+            "path": request.url.path,
+            "sqlstate": getattr(exc, "sqlstate", None),
+            "constraint": getattr(diag, "constraint_name", None),
+        },
+    )
     return _detail(
         status.HTTP_409_CONFLICT,
         "a concurrent change conflicts with this request; nothing was written: retry it",

@@ -347,6 +347,13 @@ class SensorTypeUpdate(Input):
     description: Description | None = None
     metrics: Metrics | None = Field(None, description="Replaces the whole list of metrics.")
 
+    def columns(self) -> dict[str, Any]:
+        """The fields given; metrics whole (their defaults included)."""
+        d = self.model_dump(exclude_unset=True, exclude={"metrics"})
+        if self.metrics is not None:
+            d["metrics"] = [m.model_dump() for m in self.metrics]
+        return d
+
 
 class MetricPublic(BaseModel):
     name: str

@@ -68,7 +68,7 @@ async def update_sensor_type(
     database: DatabaseDep, caller: AdminCaller, type_id: TypePath, body: SensorTypeUpdate
 ) -> SensorTypePublic:
     async with database.write() as conn:
-        row = await registry.update_sensor_type(conn, type_id, body.model_dump(exclude_unset=True))
+        row = await registry.update_sensor_type(conn, type_id, body.columns())
     return SensorTypePublic.model_validate(row)
 
 
