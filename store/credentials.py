@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from meetnet.secrets import api_key_hash, mosquitto_hash, new_api_key, new_secret
@@ -26,7 +27,7 @@ from store.access import Conflict, Invalid, NotFound, Principal, Role
 Row = dict[str, Any]
 DeviceKind = Literal["sensor", "gateway"]
 
-_CRED_COLS = "credential_id, username, created_at, revoked_at"
+_CRED_COLS = sql.SQL("credential_id, username, created_at, revoked_at")
 
 
 async def _rows(conn: psycopg.AsyncConnection, query: Any, params: Any = None) -> list[Row]:
@@ -66,8 +67,10 @@ async def rotate_device_credential(
     column = "sensor_id" if kind == "sensor" else "gateway_id"
     rows = await _rows(
         conn,
-        f"INSERT INTO device_credentials ({column}, username, password_hash)"
-        f" VALUES (%s, %s, %s) RETURNING {_CRED_COLS}",
+        sql.SQL(
+            "INSERT INTO device_credentials ({}, username, password_hash) VALUES (%s, %s, %s)"
+            " RETURNING {}"
+        ).format(sql.Identifier(column), _CRED_COLS),
         (device_id, device_id, mosquitto_hash(password)),
     )
     return rows[0], password
@@ -88,14 +91,16 @@ async def list_device_credentials(
     await _writable_device(conn, principal, kind, device_id, lock=False)
     return await _rows(
         conn,
-        f"SELECT {_CRED_COLS} FROM device_credentials WHERE username = %s"
-        " ORDER BY credential_id DESC LIMIT 100",
+        sql.SQL(
+            "SELECT {} FROM device_credentials WHERE username = %s"
+            " ORDER BY credential_id DESC LIMIT 100"
+        ).format(_CRED_COLS),
         (device_id,),
     )
 
 
 # --- API keys -------------------------------------------------------------------------------
-_KEY_COLS = "key_id, role, municipality, name, created_at, revoked_at"
+_KEY_COLS = sql.SQL("key_id, role, municipality, name, created_at, revoked_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +140,10 @@ async def create_api_key(
     key_id, key = new_api_key()
     rows = await _rows(
         conn,
-        "INSERT INTO api_keys (key_id, secret_hash, role, municipality, name)"
-        f" VALUES (%s, %s, %s, %s, %s) RETURNING {_KEY_COLS}",
+        sql.SQL(
+            "INSERT INTO api_keys (key_id, secret_hash, role, municipality, name)"
+            " VALUES (%s, %s, %s, %s, %s) RETURNING {}"
+        ).format(_KEY_COLS),
         (key_id, api_key_hash(key), role, municipality, name),
     )
     return rows[0], key
@@ -152,17 +159,21 @@ async def list_api_keys(
 ) -> list[Row]:
     return await _rows(
         conn,
-        f"SELECT {_KEY_COLS} FROM api_keys"
-        " WHERE (%(m)s::text IS NULL OR municipality = %(m)s)"
-        " AND (%(all)s OR revoked_at IS NULL)"
-        " AND (%(after)s::text IS NULL OR key_id > %(after)s)"
-        " ORDER BY key_id LIMIT %(n)s",
+        sql.SQL(
+            "SELECT {} FROM api_keys"
+            " WHERE (%(m)s::text IS NULL OR municipality = %(m)s)"
+            " AND (%(all)s OR revoked_at IS NULL)"
+            " AND (%(after)s::text IS NULL OR key_id > %(after)s)"
+            " ORDER BY key_id LIMIT %(n)s"
+        ).format(_KEY_COLS),
         {"m": municipality, "all": include_revoked, "after": after, "n": limit},
     )
 
 
 async def get_api_key(conn: psycopg.AsyncConnection, key_id: str) -> Row:
-    rows = await _rows(conn, f"SELECT {_KEY_COLS} FROM api_keys WHERE key_id = %s", (key_id,))
+    rows = await _rows(
+        conn, sql.SQL("SELECT {} FROM api_keys WHERE key_id = %s").format(_KEY_COLS), (key_id,)
+    )
     if not rows:
         raise NotFound("API key", key_id)
     return rows[0]
@@ -172,8 +183,10 @@ async def revoke_api_key(conn: psycopg.AsyncConnection, key_id: str) -> Row:
     """Mark the key revoked (idempotent: an already revoked key keeps its first date)."""
     rows = await _rows(
         conn,
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s"
-        f" RETURNING {_KEY_COLS}",
+        sql.SQL(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s"
+            " RETURNING {}"
+        ).format(_KEY_COLS),
         (key_id,),
     )
     if not rows:

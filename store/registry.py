@@ -61,7 +61,7 @@ def _set_clause(changes: dict[str, Any], columns: dict[str, str]) -> tuple[sql.C
 
 
 # --- municipalities -------------------------------------------------------------------------
-_MUNI_COLS = "nis_code, name, centroid_lat, centroid_lon, boundary, created_at, updated_at"
+_MUNI_COLS = sql.SQL("nis_code, name, centroid_lat, centroid_lon, boundary, created_at, updated_at")
 
 
 async def list_municipalities(
@@ -69,15 +69,19 @@ async def list_municipalities(
 ) -> list[Row]:
     return await _rows(
         conn,
-        f"SELECT {_MUNI_COLS} FROM municipalities"
-        " WHERE %(after)s::text IS NULL OR nis_code > %(after)s ORDER BY nis_code LIMIT %(n)s",
+        sql.SQL(
+            "SELECT {} FROM municipalities WHERE %(after)s::text IS NULL OR nis_code > %(after)s"
+            " ORDER BY nis_code LIMIT %(n)s"
+        ).format(_MUNI_COLS),
         {"after": after, "n": limit},
     )
 
 
 async def get_municipality(conn: psycopg.AsyncConnection, nis_code: str) -> Row:
     row = await _row(
-        conn, f"SELECT {_MUNI_COLS} FROM municipalities WHERE nis_code = %s", (nis_code,)
+        conn,
+        sql.SQL("SELECT {} FROM municipalities WHERE nis_code = %s").format(_MUNI_COLS),
+        (nis_code,),
     )
     if row is None:
         raise NotFound("municipality", nis_code)
@@ -87,9 +91,11 @@ async def get_municipality(conn: psycopg.AsyncConnection, nis_code: str) -> Row:
 async def create_municipality(conn: psycopg.AsyncConnection, m: Row) -> Row:
     row = await _row(
         conn,
-        "INSERT INTO municipalities (nis_code, name, centroid_lat, centroid_lon, boundary)"
-        " VALUES (%(nis_code)s, %(name)s, %(centroid_lat)s, %(centroid_lon)s, %(boundary)s)"
-        f" ON CONFLICT DO NOTHING RETURNING {_MUNI_COLS}",
+        sql.SQL(
+            "INSERT INTO municipalities (nis_code, name, centroid_lat, centroid_lon, boundary)"
+            " VALUES (%(nis_code)s, %(name)s, %(centroid_lat)s, %(centroid_lon)s, %(boundary)s)"
+            " ON CONFLICT DO NOTHING RETURNING {}"
+        ).format(_MUNI_COLS),
         {**m, "boundary": None if m["boundary"] is None else Jsonb(m["boundary"])},
     )
     if row is None:
@@ -117,7 +123,7 @@ async def update_municipality(conn: psycopg.AsyncConnection, nis_code: str, chan
     row = await _row(
         conn,
         sql.SQL("UPDATE municipalities SET {} WHERE nis_code = %(key)s RETURNING {}").format(
-            assignments, sql.SQL(_MUNI_COLS)
+            assignments, _MUNI_COLS
         ),
         {**params, "key": nis_code},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -15,6 +16,7 @@ from api.errors import DATABASE_ERRORS
 from api.registry_schemas import BulkCreated, SensorPublic
 from store import registry
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/sensors", tags=["sensors"], responses=DATABASE_ERRORS)
 
 BULK_PATH = "/v1/sensors/bulk"
@@ -85,4 +87,5 @@ async def bulk_register(
                 },
             )
         created = await registry.insert_sensors(conn, checked.valid)
+    log.info("sensors registered in bulk", extra={"sensors": len(created), "by_key": caller.key_id})
     return BulkCreated(created=len(created), sensors=[SensorPublic.from_row(r) for r in created])

@@ -4,6 +4,8 @@ list (never a secret or hash), revoke. The broker picks changes up from ``device
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Response, status
 
 from api.auth import Writer
@@ -15,6 +17,7 @@ from api.routes.sensors import SensorPath
 from store import credentials
 from store.credentials import DeviceKind
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["credentials"], responses=DATABASE_ERRORS)
 
 _ROTATE_DOC = (
@@ -34,6 +37,11 @@ async def _rotate(
 ) -> NewCredential:
     async with database.write() as conn:
         row, password = await credentials.rotate_device_credential(conn, caller, kind, device_id)
+    # An audit line: who did what to which device; never the password.
+    log.info(
+        "device credential rotated",
+        extra={"device": device_id, "credential_id": row["credential_id"], "by_key": caller.key_id},
+    )
     response.headers["Cache-Control"] = "no-store"
     topic = f"{settings.mqtt_topic_prefix}/{kind}s/{device_id}"
     return NewCredential(**row, password=password, topic=topic)
@@ -51,7 +59,11 @@ async def _revoke(
     database: DatabaseDep, caller: Writer, kind: DeviceKind, device_id: str
 ) -> Response:
     async with database.write() as conn:
-        await credentials.revoke_device_credential(conn, caller, kind, device_id)
+        n = await credentials.revoke_device_credential(conn, caller, kind, device_id)
+    log.info(
+        "device credential revoked",
+        extra={"device": device_id, "revoked": n, "by_key": caller.key_id},
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -3,6 +3,7 @@ Plus ``GET /v1/me``: who the presented key (or its absence) makes the caller."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
@@ -14,6 +15,7 @@ from api.paging import CursorParam, LimitParam, decode_cursor, next_cursor, page
 from api.registry_schemas import NIS_PATTERN, KeyCreate, KeyPublic, Me, NewKey, Page
 from store import credentials
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["API keys"], responses=DATABASE_ERRORS)
 
 KEY_ID_PATTERN = r"^[a-z0-9]{8,32}$"
@@ -36,6 +38,10 @@ async def create_key(
 ) -> NewKey:
     async with database.write() as conn:
         row, key = await credentials.create_api_key(conn, body.role, body.municipality, body.name)
+    log.info(
+        "API key created",
+        extra={"key_id": row["key_id"], "role": row["role"], "by_key": caller.key_id},
+    )
     response.headers["Cache-Control"] = "no-store"
     return NewKey(**row, key=key)
 
@@ -79,4 +85,5 @@ async def revoke_key(
     async with database.write() as conn:
         row = await credentials.revoke_api_key(conn, key_id)
     cache.invalidate(key_id)
+    log.info("API key revoked", extra={"key_id": key_id, "by_key": caller.key_id})
     return KeyPublic.model_validate(row)

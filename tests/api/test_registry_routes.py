@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 
 from api.main import create_app
 from meetnet.settings import Settings
@@ -32,7 +33,7 @@ def the_error(resp: Any, loc: list[Any], text: str) -> dict[str, Any]:
 
 
 def count(db: psycopg.Connection, table: str) -> int:
-    row = db.execute(f"SELECT count(*) FROM {table}").fetchone()  # test helper, fixed names
+    row = db.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
     return int(row[0]) if row else 0
 
 
