@@ -64,6 +64,8 @@ def parse_json(body: bytes, max_rows: int) -> Upload:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UploadRejected(f"the body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise UploadRejected("the JSON is nested too deeply") from None
     if not isinstance(data, list):
         raise UploadRejected('send a JSON array of sensors: [{"sensor_id": ...}, ...]')
     _check_count(len(data), max_rows)
@@ -129,8 +131,8 @@ def _csv_row(header: list[str], cells: list[str]) -> dict[str, Any]:
         elif name == "metadata":
             try:
                 out[name] = json.loads(value)
-            except json.JSONDecodeError as e:
-                out[name] = f"<not JSON: {e}>"
+            except (json.JSONDecodeError, RecursionError):
+                out[name] = "<not a JSON object>"  # reported as a row error by check_rows
         else:
             out[name] = value
     out["location"] = location

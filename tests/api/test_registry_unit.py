@@ -149,9 +149,16 @@ def test_json_upload_must_be_an_array_of_bounded_size() -> None:
 
 
 def test_csv_metadata_that_is_not_an_object_is_a_row_error() -> None:
-    up = bulk.parse_csv(b'sensor_id,type,lat,lon,metadata\ng-1,air,51,3.7,"[1]"\n', 10)
-    (err,) = bulk.check_rows(up).errors
-    assert err["loc"] == ["body", 0, "metadata"] and "JSON object" in err["msg"]
+    deep = b"[" * 100_000
+    for cell in (b'"[1]"', b"{not json", deep):
+        up = bulk.parse_csv(b"sensor_id,type,lat,lon,metadata\ng-1,air,51,3.7," + cell + b"\n", 10)
+        (err,) = bulk.check_rows(up).errors
+        assert err["loc"] == ["body", 0, "metadata"] and "JSON object" in err["msg"]
+
+
+def test_deeply_nested_json_is_rejected_not_a_crash() -> None:
+    with pytest.raises(bulk.UploadRejected, match="nested too deeply"):
+        bulk.parse_json(b"[" * 100_000 + b"]" * 100_000, 10)
 
 
 # --- key cache ------------------------------------------------------------------------------
