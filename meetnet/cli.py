@@ -69,6 +69,15 @@ def gateway() -> None:
     gateway_main(get_settings())
 
 
+@app.command("broker-auth")
+def broker_auth() -> None:
+    """Keep Mosquitto's password and ACL files in sync with the registry (SIGHUP on change)."""
+    _setup_logging()
+    from ingest.broker_auth import main as broker_auth_main
+
+    broker_auth_main(get_settings())
+
+
 @app.command()
 def processor() -> None:
     """Run the stream processor (Kafka -> TimescaleDB)."""
