@@ -367,9 +367,7 @@ def _register(conn: psycopg.Connection, run: str, sensors: int, n_pub: int) -> N
             "ON CONFLICT DO NOTHING",
             (BENCH_MUNICIPALITY,),
         )
-        conn.execute(
-            "INSERT INTO sensor_types (type_id, name) VALUES (%s, %s)", (type_id, type_id)
-        )
+        conn.execute("INSERT INTO sensor_types (type_id, name) VALUES (%s, %s)", (type_id, type_id))
         conn.execute(
             "INSERT INTO sensor_type_metrics (type_id, metric, unit, min_value, max_value, "
             "interval_s) SELECT %s, m, '1', -1e9, 1e9, 60 FROM unnest(%s::text[]) m",
