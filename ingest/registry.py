@@ -107,13 +107,22 @@ class Gate:
         ]
         if not doubt:
             return out, math.inf
-        want = {i for k in doubt for i in self._unconfirmed(out[k] or OK, items[k][0])}
-        await self.cache.refresh_ids(want)  # rate-limited per id; None when the DB is down
+        # A lookup can raise new questions (a gateway found, then its sensors are unknown):
+        # a few rounds, each one batched lookup of the ids still in doubt.
+        for _ in range(3):
+            want = {i for k in doubt for i in self._unconfirmed(out[k] or OK, items[k][0])}
+            if await self.cache.refresh_ids(want) is None:  # rate-limited per id
+                break  # the database is unreachable: decide later
+            snap = self.cache.snapshot
+            for k in doubt:
+                out[k] = judge(snap, items[k][1])
+            doubt = [k for k in doubt if self._unconfirmed(out[k] or OK, items[k][0])]
+            if not doubt:
+                break
         retry = math.inf
-        snap = self.cache.snapshot
         for k in doubt:
             received, acc = items[k]
-            j = judge(snap, acc)
+            j = judge(self.cache.snapshot, acc)
             pending = self._unconfirmed(j, received)
             if pending:
                 out[k] = None

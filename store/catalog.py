@@ -270,7 +270,8 @@ class RegistryCache:
                     await self.reload()
                 delay = 0.5
                 while True:
-                    got = [n async for n in conn.notifies(timeout=self.s.registry_poll_s)]
+                    poll = self.s.registry_poll_s
+                    got = [n async for n in conn.notifies(timeout=poll, stop_after=1)]
                     if got:
                         # Coalesce a burst of writes into one reload.
                         while [n async for n in conn.notifies(timeout=0.02)]:
