@@ -281,15 +281,20 @@ class Stopper:
 
 
 def prepare(settings: Settings) -> None:
-    """Write the files once before Mosquitto starts (it refuses to start without them); with
-    the database down, only the service account (the sync adds the devices later)."""
+    """Write the files once before Mosquitto starts (it refuses to start without them). With
+    the database down: keep files that exist, else write just the service account (the sync
+    adds the devices once the database is back)."""
     sync = BrokerAuthSync(settings)
     try:
         with connect(settings, app="broker-auth", autocommit=True) as conn:
             sync.sync(conn)
             return
-    except (psycopg.OperationalError, DatabaseUnavailable, psycopg.errors.UndefinedTable):
-        pass
+    except (psycopg.OperationalError, DatabaseUnavailable, psycopg.errors.UndefinedTable) as e:
+        log.warning(
+            "registry unreachable; broker auth files not refreshed", extra={"error": str(e)}
+        )
+    if (settings.auth_dir / PASSWORD_FILE).exists() and (settings.auth_dir / ACL_FILE).exists():
+        return
     service = sync._service_account()
     pw, acl = render([service] if service else [], settings.mqtt_topic_prefix)
     settings.auth_dir.mkdir(parents=True, exist_ok=True)

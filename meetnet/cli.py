@@ -70,12 +70,20 @@ def gateway() -> None:
 
 
 @app.command("broker-auth")
-def broker_auth() -> None:
+def broker_auth(
+    once: Annotated[
+        bool, typer.Option(help="Write the files once and exit (before Mosquitto starts).")
+    ] = False,
+) -> None:
     """Keep Mosquitto's password and ACL files in sync with the registry (SIGHUP on change)."""
     _setup_logging()
     from ingest.broker_auth import main as broker_auth_main
+    from ingest.broker_auth import prepare
 
-    broker_auth_main(get_settings())
+    if once:
+        prepare(get_settings())
+    else:
+        broker_auth_main(get_settings())
 
 
 @app.command()

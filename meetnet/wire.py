@@ -35,7 +35,7 @@ exactly as published (RFC 3339 text or epoch-ms integer).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NotRequired
@@ -242,9 +242,10 @@ class Accepted:
     """
 
     parts: list[tuple[str, int, bytes]]
-    kind: str = "sensors"
-    ident: str = ""
-    groups: list[SensorGroup] | None = None
+    # Where it came from; not part of equality (two messages with the same records are equal).
+    kind: str = field(default="sensors", compare=False)
+    ident: str = field(default="", compare=False)
+    groups: list[SensorGroup] | None = field(default=None, compare=False)
 
 
 def gateway_payload(groups: list[SensorGroup]) -> bytes:
