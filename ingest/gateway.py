@@ -138,7 +138,13 @@ class Gateway:
         self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
     ) -> None:
         if getattr(rc, "is_failure", False):
-            log.error("MQTT connection refused", extra={"reason": str(rc)})
+            hint = (
+                "set MEETNET_MQTT_USERNAME/MEETNET_MQTT_PASSWORD to the broker's service account"
+                " (meetnet up generates one in <state_dir>/secrets)"
+                if getattr(rc, "value", 0) in (134, 135, 4, 5)
+                else ""
+            )
+            log.error("MQTT connection refused", extra={"reason": str(rc), "hint": hint})
             return
         client.subscribe(self._topic_filter(), qos=1)
         self._connected.set()
