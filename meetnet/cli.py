@@ -78,6 +78,23 @@ def gateway() -> None:
     gateway_main(get_settings())
 
 
+@app.command("broker-auth")
+def broker_auth(
+    once: Annotated[
+        bool, typer.Option(help="Write the files once and exit (before Mosquitto starts).")
+    ] = False,
+) -> None:
+    """Keep Mosquitto's password and ACL files in sync with the registry (SIGHUP on change)."""
+    _setup_logging()
+    from ingest.broker_auth import main as broker_auth_main
+    from ingest.broker_auth import prepare
+
+    if once:
+        prepare(get_settings())
+    else:
+        broker_auth_main(get_settings())
+
+
 @app.command()
 def processor() -> None:
     """Run the stream processor (Kafka -> TimescaleDB)."""
@@ -110,10 +127,6 @@ def simulate(
         typer.Option(help="batch: one message per sensor tick; single: one message per reading."),
     ] = Mode.batch,
     progress: Annotated[bool, typer.Option(help="Show a progress display.")] = True,
-    register: Annotated[
-        bool,
-        typer.Option(help="Register the simulated sensors (public) in the registry first."),
-    ] = True,
 ) -> None:
     """Publish plausible sensor readings over MQTT."""
     _setup_logging()
@@ -127,7 +140,6 @@ def simulate(
             duration=duration,
             mode=mode.value,
             progress=progress,
-            register=register,
         )
     )
 

@@ -54,12 +54,19 @@ MAX_LINE = 64 * 1024  # longer output lines are relayed in pieces
 # Stop order and how long each may take to stop on SIGTERM before it is killed.
 GATEWAY_READY_S = 30.0  # at most this long for the gateway's subscription before the simulator
 DRAIN_TIMEOUT_S = 15.0  # at most this long for the processor to catch up before it stops
-STOP_TIMEOUT_S = {"simulator": 15.0, "gateway": 20.0, "processor": 20.0, "api": 10.0}
+STOP_TIMEOUT_S = {
+    "simulator": 15.0,
+    "gateway": 20.0,
+    "processor": 20.0,
+    "api": 10.0,
+    "mqtt-auth": 5.0,
+}
 STYLES = {
     "gateway": "cyan",
     "processor": "magenta",
     "api": "green",
     "simulator": "yellow",
+    "mqtt-auth": "blue",
     "meetnet": "bold blue",
 }
 
@@ -71,8 +78,11 @@ class ChildSpec:
     restart_after_success: bool = True  # False: exit code 0 means done
 
 
-def child_specs(*, simulate: bool, sensors: int, rate: float, api_port: int) -> list[ChildSpec]:
-    """What ``meetnet up`` runs, in stop order."""
+def child_specs(
+    *, simulate: bool, sensors: int, rate: float, api_port: int, broker_auth: bool = False
+) -> list[ChildSpec]:
+    """What ``meetnet up`` runs, in stop order (started in reverse: the broker-auth sync, which
+    keeps the local Mosquitto's credentials current, first)."""
     meetnet = [sys.executable, "-m", "meetnet"]
     specs = []
     if simulate:
@@ -96,6 +106,8 @@ def child_specs(*, simulate: bool, sensors: int, rate: float, api_port: int) -> 
         ChildSpec("processor", [*meetnet, "processor"]),
         ChildSpec("api", [*meetnet, "api", "--port", str(api_port)]),
     ]
+    if broker_auth:
+        specs.append(ChildSpec("mqtt-auth", [*meetnet, "broker-auth"]))
     return specs
 
 
@@ -432,5 +444,11 @@ def _child_pids(parent: int) -> list[int]:
 
 def run_up(settings: Settings, *, simulate: bool, sensors: int, rate: float, api_port: int) -> int:
     """Run everything until SIGINT/SIGTERM; returns the exit code."""
-    specs = child_specs(simulate=simulate, sensors=sensors, rate=rate, api_port=api_port)
+    specs = child_specs(
+        simulate=simulate,
+        sensors=sensors,
+        rate=rate,
+        api_port=api_port,
+        broker_auth=settings.manage_local_services and settings.mqtt_auth,
+    )
     return Supervisor(settings, specs, api_port=api_port).run()

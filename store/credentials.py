@@ -204,3 +204,45 @@ async def lookup_api_key(conn: psycopg.AsyncConnection, key_id: str) -> StoredKe
     if row is None:
         return None
     return StoredKey(key_id, bytes(row[0]), row[1], row[2], bool(row[3]))
+
+
+# --- Synchronous helpers for scripts, the simulator and tests --------------------------------
+# The same rule as the API's rotation (lock the device row, revoke the active credential, add
+# the new one, one transaction), without the caller's access check: for operators' scripts and
+# meetnet's own simulator, which act as the platform, not as a tenant.
+_LOCK_DEVICE = {
+    "sensor_id": "SELECT 1 FROM sensors WHERE sensor_id = %s FOR UPDATE",
+    "gateway_id": "SELECT 1 FROM gateways WHERE gateway_id = %s FOR UPDATE",
+}
+_REVOKE = (
+    "UPDATE device_credentials SET revoked_at = now() WHERE username = %s AND revoked_at IS NULL"
+)
+
+
+def issue(
+    conn: psycopg.Connection, *, sensor_id: str | None = None, gateway_id: str | None = None
+) -> str:
+    """A new MQTT password for a sensor or gateway, revoking its previous one; show it once."""
+    if (sensor_id is None) == (gateway_id is None):
+        raise ValueError("give exactly one of sensor_id and gateway_id")
+    column, device = (
+        ("sensor_id", sensor_id) if sensor_id is not None else ("gateway_id", gateway_id)
+    )
+    password = new_secret()
+    with conn.transaction():
+        if conn.execute(_LOCK_DEVICE[column], (device,)).fetchone() is None:
+            raise NotFound(column.removesuffix("_id"), str(device))
+        conn.execute(_REVOKE, (device,))
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO device_credentials ({}, username, password_hash) VALUES (%s, %s, %s)"
+            ).format(sql.Identifier(column)),
+            (device, device, mosquitto_hash(password)),
+        )
+    return password
+
+
+def revoke(conn: psycopg.Connection, username: str) -> int:
+    """Revoke the device's active credential; how many were revoked (0 or 1)."""
+    with conn.transaction():
+        return conn.execute(_REVOKE, (username,)).rowcount

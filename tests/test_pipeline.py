@@ -169,6 +169,8 @@ def test_valid_readings_reach_the_api_and_each_malformed_one_is_deadlettered_wit
         if i < len(valid):
             messages.append(valid[i])
 
+    register_sensors(db, ["e2e-air-1"])
+    register_sensors(db, ["e2e-air-2", "e2e-air-3"], gateway="e2e-gw-1")
     gw = start_worker("gateway", stack, tmp_path, {"MEETNET_GATEWAY_CLIENT_ID": "e2e-gw"})
     pr = start_worker("processor", stack, tmp_path)
     try:
@@ -227,6 +229,7 @@ def test_two_gateways_on_one_shared_subscription_split_the_messages_and_lose_non
         )
         for i in range(n)
     ]
+    register_sensors(db, [f"share-{i:02d}" for i in range(50)])
     gateways = [
         start_worker("gateway", stack, tmp_path / name, {"MEETNET_GATEWAY_CLIENT_ID": name})
         for name in ("share-gw-a", "share-gw-b")

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from simulators.model import make_fleet
-from simulators.registry import TYPE_ID, register_fleet
+from simulators.registry import SENSOR_TYPE, register_fleet
 
 pytestmark = pytest.mark.integration
 
@@ -16,13 +16,13 @@ def test_the_fleet_is_registered_public_in_its_cities_and_registering_again_adds
 ) -> None:
     fleet = make_fleet(40)
     with psycopg.connect(migrated_db) as conn:
-        register_fleet(conn, fleet, interval_s=3)
-        register_fleet(conn, fleet, interval_s=3)
+        register_fleet(conn, fleet)
+        register_fleet(conn, fleet)
     rows = db.execute(
         "SELECT sensor_id, municipality, visibility, type_id FROM sensors ORDER BY 1"
     ).fetchall()
     assert [r[0] for r in rows] == list(fleet.ids)
-    assert {r[2] for r in rows} == {"public"} and {r[3] for r in rows} == {TYPE_ID}
+    assert {r[2] for r in rows} == {"public"} and {r[3] for r in rows} == {SENSOR_TYPE}
     assert {r[1] for r in rows} <= {"11002", "44021", "31005", "24062", "12025", "71022"}
     units = dict(db.execute("SELECT metric, unit FROM sensor_type_metrics").fetchall())
     assert units == {
