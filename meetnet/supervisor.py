@@ -55,12 +55,19 @@ MAX_LINE = 64 * 1024  # longer output lines are relayed in pieces
 # Stop order and how long each may take to stop on SIGTERM before it is killed.
 GATEWAY_READY_S = 30.0  # at most this long for the gateway's subscription before the simulator
 DRAIN_TIMEOUT_S = 15.0  # at most this long for the processor to catch up before it stops
-STOP_TIMEOUT_S = {"simulator": 15.0, "gateway": 20.0, "processor": 20.0, "api": 10.0}
+STOP_TIMEOUT_S = {
+    "simulator": 15.0,
+    "gateway": 20.0,
+    "processor": 20.0,
+    "api": 10.0,
+    "mqtt-auth": 5.0,
+}
 STYLES = {
     "gateway": "cyan",
     "processor": "magenta",
     "api": "green",
     "simulator": "yellow",
+    "mqtt-auth": "blue",
     "meetnet": "bold blue",
 }
 
@@ -97,10 +104,13 @@ def child_specs(
     processors: int = 1,
     api_workers: int = 1,
     gateway_client_id: str = "",
+    broker_auth: bool = False,
 ) -> list[ChildSpec]:
     """What ``meetnet up`` runs, in stop order. Several gateways each get their own stable MQTT
     client id (``<gateway_client_id>-<i>``: the broker keeps a session, and re-delivers its
-    un-acknowledged messages, per client id); one gateway keeps the configured id."""
+    un-acknowledged messages, per client id); one gateway keeps the configured id. Started
+    in reverse order: the broker-auth sync, which keeps the local Mosquitto's credentials
+    current, first."""
     meetnet = [sys.executable, "-m", "meetnet"]
     specs = []
     if simulate:
@@ -128,6 +138,8 @@ def child_specs(
     specs += _instances("processor", processors, [*meetnet, "processor"], lambda i: {})
     api = [*meetnet, "api", "--port", str(api_port), "--workers", str(api_workers)]
     specs.append(ChildSpec("api", api))
+    if broker_auth:
+        specs.append(ChildSpec("mqtt-auth", [*meetnet, "broker-auth"]))
     return specs
 
 
@@ -507,6 +519,7 @@ def run_up(
         processors=processors,
         api_workers=api_workers,
         gateway_client_id=settings.gateway_client_id,
+        broker_auth=settings.manage_local_services and settings.mqtt_auth,
     )
     sup = Supervisor(settings, specs, api_port=api_port)
     if processors > settings.kafka_partitions:

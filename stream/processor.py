@@ -36,11 +36,12 @@ from aiokafka.structs import OffsetAndMetadata
 from meetnet import health
 from meetnet.settings import Settings
 from meetnet.wire import Reason, dlq_headers
+from store.catalog import RegistryCache
 from store.db import DatabaseUnavailable, aconnect
 from store.readings import ReadingsWriter
 from stream.assignment import Assignment
 from stream.decode import decode
-from stream.validate import Checked, Limits, check
+from stream.validate import Checked, Limits, Registry, check, registry_misses
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class Processor:
         self._conn: psycopg.AsyncConnection | None = None
         self.assignment: Assignment | None = None
         self._db_error: str | None = None  # health: why the last database write failed
+        self.registry = RegistryCache(settings, app="processor-registry")
+        self._registry: tuple[int, Registry] | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -112,6 +115,14 @@ class Processor:
         )
 
     async def run(self) -> None:
+        if not await self.registry.start(self._stop):
+            return
+        try:
+            await self._run()
+        finally:
+            await self.registry.close()
+
+    async def _run(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.s.kafka_bootstrap,
             group_id=self.s.processor_group,
@@ -147,7 +158,9 @@ class Processor:
                 )
                 t = self.stats.timed("poll", t)
                 if batch and not sink.done():
-                    work = self._prepare(batch)
+                    work = await self._confirm_registry(batch, self._prepare(batch))
+                    if work is None:
+                        break  # stopping while the registry cannot confirm a rejection
                     t = self.stats.timed("decode_validate", t)
                     await _put_unless_dead(queue, work, sink)
                     self.stats.timed("wait_for_sink", t)
@@ -174,9 +187,32 @@ class Processor:
     def _prepare(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> _Work:
         records = [r for recs in batch.values() for r in recs]
         decoded = decode([r.value or b"" for r in records])
-        checked = check(decoded.readings, int(self.clock() * 1000), self.limits)
+        checked = check(decoded.readings, int(self.clock() * 1000), self.limits, self._frames())
         offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "") for tp, recs in batch.items()}
         return _Work(records, offsets, checked, decoded.undecodable)
+
+    def _frames(self) -> Registry:
+        if self._registry is None or self._registry[0] != self.registry.revision:
+            self._registry = (self.registry.revision, Registry.build(*self.registry.frames()))
+        return self._registry[1]
+
+    async def _confirm_registry(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], work: _Work
+    ) -> _Work | None:
+        """A registry rejection (unknown sensor or metric) stands only once a fresh lookup of
+        those sensors confirms it: one registered a moment ago must not be dead-lettered. While
+        the database is unreachable, wait (nothing is committed meanwhile); None if stopping."""
+        misses = registry_misses(work.checked)
+        delay = 0.5
+        while misses:
+            changed = await self.registry.refresh_ids(misses, force=True)
+            if changed is not None:
+                return self._prepare(batch) if changed else work
+            if self._stop.is_set():
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+        return work
 
     async def _sink(
         self,

@@ -25,11 +25,6 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentV
 # Settings the manifests pass that land with other branches (k8s/README.md, "Pending"), and
 # variables that are not Settings fields by design.
 PENDING_SETTINGS = {
-    "MEETNET_MQTT_AUTH",
-    "MEETNET_MQTT_USERNAME",
-    "MEETNET_MQTT_PASSWORD",
-    "MEETNET_MQTT_PASSWORD_FILE",
-    "MEETNET_MQTT_ACL_FILE",
     "MEETNET_KAFKA_ALERTS_TOPIC",
 }
 NOT_FIELDS = {"MEETNET_SECRETS_DIR", "MEETNET_INSTANCE"}

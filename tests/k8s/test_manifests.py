@@ -112,7 +112,6 @@ def test_the_secrets_to_create_are_the_documented_ones(results: dict[str, k8s.Re
     assert results["dev"].secrets == {
         "meetnet-db-app",
         "meetnet-mqtt-gateway",
-        "meetnet-simulator-mqtt",
     }
     assert results["prod"].secrets == {
         "meetnet-db-app",
