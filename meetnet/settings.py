@@ -148,6 +148,14 @@ class Settings(BaseSettings):
         "few readings and cost its fixed overhead (a transaction, a dozen Polars calls); at high "
         "rates batches take longer than this anyway. Adds at most this much latency.",
     )
+    processor_gap_wait_ms: int = Field(
+        5_000,
+        ge=0,
+        description="A poll batch that skips offsets of a partition (the local broker can answer "
+        "a fetch without a batch still being written) is re-read from the gap for up to this "
+        "long before the gap is accepted as genuine (compaction, transaction markers: never on "
+        "meetnet's readings topic). 0: accept gaps at once.",
+    )
     health_port: int = Field(
         0,
         ge=0,

@@ -14,6 +14,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from meetnet.settings import Settings
+from stream.gaps import OffsetGaps
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +25,22 @@ class Assignment(ConsumerRebalanceListener):
     each partition to exactly one member, so an extra processor never processes anything
     twice; it takes over when a member leaves."""
 
-    def __init__(self, settings: Settings, consumer: AIOKafkaConsumer) -> None:
+    def __init__(
+        self, settings: Settings, consumer: AIOKafkaConsumer, gaps: OffsetGaps | None = None
+    ) -> None:
         self.s = settings
         self.consumer = consumer
+        self.gaps = gaps  # forgets where revoked partitions were: the group says where to resume
         self.partitions: list[int] | None = None  # None until the group first assigned us
         self._idle_log: asyncio.Task[None] | None = None
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass
+        if self.gaps is not None:
+            self.gaps.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.gaps is not None:
+            self.gaps.forget(assigned)
         self.partitions = sorted(tp.partition for tp in assigned)
         if self.partitions:
             log.info("partitions assigned", extra={"partitions": self.partitions})
