@@ -17,10 +17,14 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from meetnet import procs
 from meetnet.settings import Settings
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +222,14 @@ async def consumer_lag(settings: Settings) -> int:
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.processor_group,
         enable_auto_commit=False,
+        fetch_max_wait_ms=10,
     )
     await consumer.start()
     try:
         await consumer.topics()  # load metadata
         parts = consumer.partitions_for_topic(settings.kafka_readings_topic) or set()
         tps = [TopicPartition(settings.kafka_readings_topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps)
+        ends = await end_offsets(consumer, tps)
         starts = await consumer.beginning_offsets(tps)
         lag = 0
         for tp in tps:
@@ -233,6 +238,28 @@ async def consumer_lag(settings: Settings) -> int:
         return lag
     finally:
         await consumer.stop()
+
+
+async def end_offsets(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float = 5.0
+) -> dict[TopicPartition, int]:
+    """The end (high watermark) of each partition, from ListOffsets and a fetch there.
+
+    Kafka answers ListOffsets(latest) with the high watermark. The local broker (Tansu 0.6)
+    answers at or below it, often the last batch's base offset + 1, and only the high watermark
+    in its fetch responses is right; so the partitions are assigned to ``consumer`` (which must
+    not be subscribed), fetched from the ListOffsets answer, and the larger of the two counts.
+    Costs one short fetch; on Kafka it returns no records and changes nothing."""
+    listed = await consumer.end_offsets(tps)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, listed[tp])
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while any(consumer.highwater(tp) is None for tp in tps):
+        if asyncio.get_running_loop().time() > deadline:
+            break  # a partition that answered no fetch keeps its ListOffsets end
+        await consumer.getmany(timeout_ms=50, max_records=1)
+    return {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in tps}
 
 
 def migrate_db(settings: Settings) -> None:
