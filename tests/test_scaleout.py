@@ -21,6 +21,7 @@ import pytest
 
 from meetnet import procs, services
 from meetnet.settings import Settings
+from tests.audit import explain_missing
 from tests.conftest import settings_env
 from tests.support import (
     PUBACK_REASONS,
@@ -176,9 +177,13 @@ def test_three_gateways_and_three_processors_survive_kills_storing_every_reading
                     f"phase {phase}: lag 0 and {want} readings",
                 )
             except AssertionError as e:
+                stored = _stored(db)
                 raise AssertionError(
-                    f"{e}; stored {len(_stored(db))}; {pipeline_state(stack)}; "
-                    f"PUBACKs {PUBACK_REASONS}\n" + "\n".join(lines[-40:])
+                    f"{e}; stored {len(stored)}; {pipeline_state(stack)}; "
+                    f"PUBACKs {PUBACK_REASONS}\n"
+                    + explain_missing(stack, expected - set(stored), logs)
+                    + "\n"
+                    + "\n".join(lines[-40:])
                 ) from None
             assert len(_stored(db)) == want, f"phase {phase}: duplicates or foreign rows"
         time.sleep(2.0)  # anything still in flight would show up as an extra row now
@@ -198,7 +203,9 @@ def test_three_gateways_and_three_processors_survive_kills_storing_every_reading
     assert not PUBACK_REASONS, f"the broker refused or dropped publishes: {PUBACK_REASONS}"
     stored = _stored(db)
     assert len(stored) == len(expected), "a reading was stored twice"
-    assert set(stored) == expected, "lost or altered readings"
+    assert set(stored) == expected, "lost or altered readings: " + explain_missing(
+        stack, expected - set(stored), logs
+    )
     # Rollups land on another branch: once `store/rollups` exists, add here
     #     assert_rollups_match_raw(db)
     # (every rollup row equal to a from-scratch aggregation of the raw readings above).
