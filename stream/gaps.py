@@ -134,6 +134,8 @@ class OffsetGaps:
             return batch
         out: Records = {}
         for tp, recs in batch.items():
+            if not recs:
+                continue
             expected = self._next.get(tp)
             if expected is None:
                 expected = await self._resume_offset(tp)
