@@ -49,7 +49,8 @@ async def _read(s: Settings, quiet_s: float) -> _Topic:
     )
     await consumer.start()
     try:
-        parts = await consumer.partitions_for_topic(s.kafka_readings_topic) or set()
+        await consumer.topics()  # load metadata
+        parts = consumer.partitions_for_topic(s.kafka_readings_topic) or set()
         tps = [TopicPartition(s.kafka_readings_topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
