@@ -116,6 +116,33 @@ class Settings(BaseSettings):
     )
     api_bulk_max_rows: int = Field(10_000, ge=1, description="Most sensors in one bulk upload.")
 
+    # --- SensorThings API and linked data --------------------------------------------------
+    api_public_url: str = Field(
+        "",
+        description="The API's public base URL (https://sensors.example.be), used in "
+        "@iot.selfLink, @iot.nextLink and JSON-LD ids; empty: taken from each request.",
+    )
+    sta_default_top: int = Field(100, ge=1, description="Entities per SensorThings page.")
+    sta_max_top: int = Field(
+        10_000, ge=1, description="Largest $top a SensorThings request may ask for."
+    )
+    sta_max_skip: int = Field(
+        10_000,
+        ge=0,
+        description="Largest $skip on Observations (their pages continue by keyset, through "
+        "@iot.nextLink).",
+    )
+    sta_max_expand_depth: int = Field(3, ge=1, le=10, description="Deepest $expand nesting.")
+    sta_max_entities: int = Field(
+        20_000, ge=1, description="Most entities (all levels of $expand) in one response."
+    )
+    sta_max_merge_datastreams: int = Field(
+        200,
+        ge=1,
+        description="Most Datastreams an Observations request ordered by phenomenonTime may "
+        "span (their series are merged by time).",
+    )
+
     # --- access control ------------------------------------------------------------------
     api_anonymous_read: bool = Field(
         True,
@@ -171,6 +198,15 @@ class Settings(BaseSettings):
                 "whitespace, empty level or leading '$'"
             )
         return v
+
+    @field_validator("api_public_url")
+    @classmethod
+    def _check_public_url(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError(
+                "api_public_url must be an http(s):// URL, e.g. https://sensors.example.be"
+            )
+        return v.rstrip("/")
 
     @field_validator("database_url")
     @classmethod

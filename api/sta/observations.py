@@ -1,0 +1,656 @@
+"""Observations: readings served series by series, by keyset, so a page costs about ``$top``
+index entries however deep it is in hundreds of millions of rows.
+
+**Which Datastreams.** The candidates are the caller's visible Datastreams that have readings,
+narrowed by the path (``Datastreams('x')/Observations``, ``FeaturesOfInterest('x')/...``)
+and by the top-level ``$filter`` conditions that name only ``Datastream/...`` or
+``FeatureOfInterest/...`` (evaluated once on the registry, not per reading). The other
+conditions are evaluated on each reading; those on ``phenomenonTime`` against constants also
+bound the time range, so TimescaleDB excludes chunks and the index range is short.
+
+**Orders** (what the ``(series_id, ts)`` index serves; anything else is a 400):
+
+* default, or ``Datastream/id [asc|desc][, phenomenonTime asc|desc]``: Datastream by Datastream
+  (by id), each in time order;
+* ``phenomenonTime asc|desc``: one time order across the candidates (at most
+  ``MEETNET_STA_MAX_MERGE_DATASTREAMS``), merged like ``store/queries.py``: a ``UNION ALL`` of
+  one ``ORDER BY ts LIMIT n`` index range scan per series, merged by PostgreSQL; ties by
+  Datastream id.
+
+**Windows and budget.** Time is walked in windows from the current position (1 day, then ×8),
+starting at the series' first (or last) reading, so a page of dense data is planned over one
+or two chunks. A request stops starting windows after ``PAGE_BUDGET_S`` seconds or
+``MAX_WINDOWS`` windows; it then answers the readings found so far with an ``@iot.nextLink``
+that continues exactly there (a condition that rarely matches thus pages on instead of running
+into the statement timeout).
+
+**Paging.** ``@iot.nextLink`` carries ``$skiptoken``: the position (order, time, Datastream)
+after the last reading returned, base64url-encoded. ``$skip`` is honoured up to
+``MEETNET_STA_MAX_SKIP`` (it reads and drops that many readings).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import sql
+
+from api.schemas import rfc3339_utc
+from api.sta import compile as c
+from api.sta import filter as f
+from api.sta import ids
+from api.sta.errors import bad_request
+from api.sta.model import DATASTREAM, ID_NAMES, OBSERVATION
+from api.sta.query import Options, Page
+
+FIRST_WINDOW = timedelta(days=1)
+WINDOW_GROWTH = 8
+MAX_WINDOWS = 32
+PAGE_BUDGET_S = 3.0
+CANDIDATE_BATCH = 200  # Datastreams read at once in Datastream order
+US = timedelta(microseconds=1)
+MIN_TS = datetime(1, 1, 1, tzinfo=UTC)
+MAX_TS = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+_MAX_DS = "\U0010ffff"  # after every id
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Order:
+    mode: str  # "time" | "series"
+    time_desc: bool
+    ds_desc: bool = False
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the previous page ended. Time mode: after (ts, ds) in the order. Series mode:
+    after ts within Datastream ds (ts None: after the whole Datastream)."""
+
+    ts: datetime | None
+    ds: str
+
+
+@dataclass
+class Candidate:
+    k: int  # place in Datastream-id order
+    id: str
+    sensor_id: str
+    series_id: int
+
+
+ORDER_HELP = (
+    "Observations can be ordered by phenomenonTime (asc or desc) or by Datastream/id "
+    "(optionally then phenomenonTime): the orders the (series, time) index serves"
+)
+
+
+def _is_ds_id(node: f.Node) -> bool:
+    return (
+        isinstance(node, f.Path)
+        and len(node.segments) == 2
+        and (node.segments[0] == "Datastream" and node.segments[1] in ID_NAMES)
+    )
+
+
+def _is_time(node: f.Node) -> bool:
+    return isinstance(node, f.Path) and node.segments in (("phenomenonTime",), ("resultTime",))
+
+
+def order_of(opts: Options) -> Order:
+    items = opts.orderby
+    for item in items:
+        if isinstance(item.expr, f.Path) and item.expr.segments == ("resultTime",):
+            raise bad_request(
+                "$orderby: meetnet stores no separate resultTime (it is null); order by "
+                "phenomenonTime"
+            )
+    if not items:
+        return Order("series", False, False)
+    first = items[0]
+    if _is_time(first.expr):
+        if len(items) == 1:
+            return Order("time", first.descending, first.descending)
+        if len(items) == 2 and _is_ds_id(items[1].expr) and items[1].descending == first.descending:
+            return Order("time", first.descending, first.descending)
+    elif _is_ds_id(first.expr):
+        if len(items) == 1:
+            return Order("series", False, first.descending)
+        if len(items) == 2 and _is_time(items[1].expr):
+            return Order("series", items[1].descending, first.descending)
+    raise bad_request(f"$orderby {opts.orderby_text!r} is not supported: {ORDER_HELP}")
+
+
+# --- skiptoken -----------------------------------------------------------------------------
+def _us(ts: datetime) -> int:
+    d = ts - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def encode_token(order: Order, pos: Position) -> str:
+    ts = "" if pos.ts is None else str(_us(pos.ts))
+    flags = f"{order.mode[0]}{int(order.time_desc)}{int(order.ds_desc)}"
+    raw = f"o1|{flags}|{ts}|{pos.ds}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_token(token: str, order: Order) -> Position:
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        version, flags, ts, ds = raw.decode("utf-8").split("|", 3)
+        if version != "o1" or len(ds) > 200 or (ts and not ts.lstrip("-").isdigit()):
+            raise ValueError
+        position = Position(_EPOCH + timedelta(microseconds=int(ts)) if ts else None, ds)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
+        raise bad_request(
+            "malformed $skiptoken: follow the @iot.nextLink of a previous page unchanged"
+        ) from None
+    want = f"{order.mode[0]}{int(order.time_desc)}{int(order.ds_desc)}"
+    if flags != want:
+        raise bad_request("this $skiptoken belongs to a request with another $orderby")
+    return position
+
+
+# --- splitting the filter ------------------------------------------------------------------
+def _datastream_level(node: f.Node) -> bool:
+    return all(p.segments[0] in ("Datastream", "FeatureOfInterest") for p in f.paths(node))
+
+
+def _to_datastream_scope(node: f.Node) -> f.Node:
+    """``Datastream/x`` -> ``x`` (FeatureOfInterest/... stays: a Datastream reaches it)."""
+    if isinstance(node, f.Path):
+        if node.segments[0] == "Datastream":
+            return f.Path(node.segments[1:])
+        return node
+    if isinstance(node, f.Call):
+        return f.Call(node.name, tuple(_to_datastream_scope(a) for a in node.args))
+    if isinstance(node, f.Unary):
+        return f.Unary(node.op, _to_datastream_scope(node.operand))
+    if isinstance(node, f.Binary):
+        return f.Binary(node.op, _to_datastream_scope(node.left), _to_datastream_scope(node.right))
+    return node
+
+
+def _join(nodes: list[f.Node]) -> f.Node | None:
+    if not nodes:
+        return None
+    out = nodes[0]
+    for n in nodes[1:]:
+        out = f.Binary("and", out, n)
+    return out
+
+
+@dataclass
+class Plan:
+    ds_filter: f.Node | None
+    residual: f.Node | None
+    lo: datetime  # inclusive
+    hi: datetime  # exclusive
+
+
+def plan(opts: Options, now: datetime) -> Plan:
+    ds_terms: list[f.Node] = []
+    rest: list[f.Node] = []
+    lo, hi = MIN_TS, MAX_TS
+    for term in f.conjuncts(opts.filter) if opts.filter is not None else []:
+        if _datastream_level(term) and f.paths(term):
+            ds_terms.append(_to_datastream_scope(term))
+            continue
+        rest.append(term)
+        bound = _time_bound(term, now)
+        if bound is not None:
+            lo, hi = max(lo, bound[0]), min(hi, bound[1])
+    return Plan(_join(ds_terms), _join(rest), lo, hi)
+
+
+def _time_bound(term: f.Node, now: datetime) -> tuple[datetime, datetime] | None:
+    if not (isinstance(term, f.Binary) and term.op in f.COMPARISONS and term.op != "ne"):
+        return None
+    op, left, right = term.op, term.left, term.right
+    if not _is_phenomenon(left):
+        op = {"eq": "eq", "gt": "lt", "ge": "le", "lt": "gt", "le": "ge"}[op]
+        left, right = right, left
+    if not _is_phenomenon(left):
+        return None
+    t = c.const_datetime(right, now)
+    if t is None:
+        return None
+    try:
+        return {
+            "eq": (t, t + US),
+            "gt": (t + US, MAX_TS),
+            "ge": (t, MAX_TS),
+            "lt": (MIN_TS, t),
+            "le": (MIN_TS, t + US),
+        }[op]
+    except OverflowError:
+        return None
+
+
+def _is_phenomenon(node: f.Node) -> bool:
+    return isinstance(node, f.Path) and node.segments == ("phenomenonTime",)
+
+
+# --- candidates ----------------------------------------------------------------------------
+def _constraint_sql(ctx: c.Context, constraint: tuple[str, Any] | None) -> sql.Composable:
+    if constraint is None:
+        return sql.SQL("TRUE")
+    col, value = constraint
+    column = {"ds_id": "id", "sensor_id": "sensor_id"}[col]
+    return sql.SQL("e.{} = {}::text").format(sql.Identifier(column), ctx.param(value))
+
+
+async def candidates(
+    req: Any,
+    constraint: tuple[str, Any] | None,
+    pl: Plan,
+    *,
+    desc: bool = False,
+    after: str | None = None,
+    inclusive: bool = True,
+    limit: int,
+) -> list[Candidate]:
+    ctx = req.context()
+    conds = [sql.SQL("e.series_id IS NOT NULL"), _constraint_sql(ctx, constraint)]
+    if pl.ds_filter is not None:
+        try:
+            conds.append(c.condition(pl.ds_filter, c.Scope(DATASTREAM, "e"), ctx))
+        except c.CompileError as e:
+            raise bad_request(f"$filter: {e}") from None
+    if after is not None:
+        op = ("<=" if inclusive else "<") if desc else (">=" if inclusive else ">")
+        conds.append(sql.SQL('e.id COLLATE "C" ' + op + " {}").format(ctx.param(after)))
+    query = sql.SQL(
+        "SELECT e.id, e.sensor_id, e.series_id FROM ({}) e WHERE {}"
+        ' ORDER BY e.id COLLATE "C" {} LIMIT {}'
+    ).format(
+        ctx.source("Datastream"),
+        sql.SQL(" AND ").join(conds),
+        sql.SQL("DESC" if desc else "ASC"),
+        ctx.param(limit),
+    )
+    rows = await req.rows(query, ctx.params)
+    return [Candidate(i, r["id"], r["sensor_id"], r["series_id"]) for i, r in enumerate(rows)]
+
+
+async def extents(req: Any, cands: list[Candidate]) -> dict[int, tuple[datetime, datetime]]:
+    """First and last reading time of each candidate series (two index probes each)."""
+    if not cands:
+        return {}
+    query = sql.SQL(
+        "SELECT s AS sid,"
+        " (SELECT r.ts FROM readings r WHERE r.series_id = s ORDER BY r.ts LIMIT 1) AS first,"
+        " (SELECT r.ts FROM readings r WHERE r.series_id = s ORDER BY r.ts DESC LIMIT 1) AS last"
+        " FROM unnest(%(sids)s::int[]) AS s"
+    )
+    rows = await req.rows(query, {"sids": [x.series_id for x in cands]})
+    return {r["sid"]: (r["first"], r["last"]) for r in rows if r["first"] is not None}
+
+
+# --- reading ------------------------------------------------------------------------------
+def _scope(ctx: c.Context, cand: Candidate) -> c.Scope:
+    ds = sql.SQL("{}::text").format(ctx.param(cand.id))
+    return c.Scope(
+        OBSERVATION,
+        "r",
+        {
+            "ts": sql.SQL("r.ts"),
+            "value": sql.SQL("r.value"),
+            "ds_id": ds,
+            "sensor_id": sql.SQL("{}::text").format(ctx.param(cand.sensor_id)),
+            "id": sql.SQL("({} || ':' || {})").format(ds, ids.ts_text_sql(sql.SQL("r.ts"))),
+        },
+    )
+
+
+def _residual(ctx: c.Context, node: f.Node, cand: Candidate) -> sql.Composable:
+    try:
+        return c.condition(node, _scope(ctx, cand), ctx)
+    except c.CompileError as e:
+        raise bad_request(f"$filter: {e}") from None
+
+
+def _branch(
+    ctx: c.Context,
+    cand: Candidate,
+    pl: Plan,
+    lo: datetime,
+    hi: datetime,
+    desc: bool,
+    pos: Position | None,
+    n: int,
+) -> sql.Composable:
+    conds: list[sql.Composable] = [
+        sql.SQL("r.series_id = {}").format(ctx.param(cand.series_id)),
+        sql.SQL("r.ts >= {}").format(ctx.param(lo)),
+        sql.SQL("r.ts < {}").format(ctx.param(hi)),
+    ]
+    if pos is not None and pos.ts is not None:
+        # (ts, ds) strictly after the position, ties broken by Datastream id.
+        later = cand.id > pos.ds if not desc else cand.id < pos.ds
+        op = (">=" if later else ">") if not desc else ("<=" if later else "<")
+        conds.append(sql.SQL("r.ts " + op + " {}").format(ctx.param(pos.ts)))
+    if pl.residual is not None:
+        conds.append(_residual(ctx, pl.residual, cand))
+    return sql.SQL(
+        "(SELECT {}::int AS k, r.ts, r.value FROM readings r WHERE {} ORDER BY r.ts {} LIMIT {})"
+    ).format(
+        ctx.param(cand.k),
+        sql.SQL(" AND ").join(conds),
+        sql.SQL("DESC" if desc else "ASC"),
+        ctx.param(n),
+    )
+
+
+async def _read(
+    req: Any,
+    cands: list[Candidate],
+    pl: Plan,
+    lo: datetime,
+    hi: datetime,
+    desc: bool,
+    pos: Position | None,
+    n: int,
+) -> list[tuple[int, datetime, float]]:
+    ctx = req.context()
+    branches = [_branch(ctx, x, pl, lo, hi, desc, pos, n) for x in cands]
+    direction = sql.SQL("DESC" if desc else "ASC")
+    query = sql.SQL("SELECT k, ts, value FROM ({}) u ORDER BY ts {d}, k {d} LIMIT {}").format(
+        sql.SQL(" UNION ALL ").join(branches), ctx.param(n), d=direction
+    )
+    rows = await req.rows(query, ctx.params)
+    return [(r["k"], r["ts"], r["value"]) for r in rows]
+
+
+@dataclass
+class _Walk:
+    """State of one request's walk through time windows (shared budget)."""
+
+    started: float
+    windows: int = 0
+
+    def exhausted(self) -> bool:
+        return self.windows >= MAX_WINDOWS or time.monotonic() - self.started > PAGE_BUDGET_S
+
+
+async def _walk(
+    req: Any,
+    cands: list[Candidate],
+    pl: Plan,
+    lo: datetime,
+    hi: datetime,
+    desc: bool,
+    pos: Position | None,
+    want: int,
+    walk: _Walk,
+) -> tuple[list[tuple[int, datetime, float]], datetime | None]:
+    """Readings of ``cands`` in ``[lo, hi)`` in time order, at most ``want``. Returns them and,
+    when the budget ran out before the range did, the boundary reached (the next page starts
+    there)."""
+    out: list[tuple[int, datetime, float]] = []
+    window = FIRST_WINDOW
+    while lo < hi and len(out) < want:
+        if walk.exhausted() and walk.windows > 0:
+            return out, (lo if not desc else hi)
+        walk.windows += 1
+        if not desc:
+            w_lo, w_hi = lo, min(hi, _add(lo, window))
+        else:
+            w_lo, w_hi = max(lo, _add(hi, -window)), hi
+        out += await _read(req, cands, pl, w_lo, w_hi, desc, pos, want - len(out))
+        if not desc:
+            lo = w_hi
+        else:
+            hi = w_lo
+        window *= WINDOW_GROWTH
+    return out, None
+
+
+def _add(t: datetime, d: timedelta) -> datetime:
+    try:
+        return t + d
+    except OverflowError:
+        return MAX_TS if d > timedelta(0) else MIN_TS
+
+
+# --- pages --------------------------------------------------------------------------------
+def _row(cand: Candidate, ts: datetime, value: float) -> Row:
+    sensor, _, metric = cand.id.partition(":")
+    return {"ds_id": cand.id, "sensor_id": sensor, "metric": metric, "ts": ts, "value": value}
+
+
+async def page(req: Any, constraint: tuple[str, Any] | None, opts: Options) -> Page:
+    order = order_of(opts)
+    if opts.skip > req.limits.max_skip:
+        raise bad_request(
+            f"$skip may be at most {req.limits.max_skip} on Observations; follow @iot.nextLink "
+            "to page further (it continues by position, at any depth)"
+        )
+    pos = decode_token(opts.skiptoken, order) if opts.skiptoken else None
+    pl = plan(opts, req.now)
+    if pl.residual is not None:  # a 400 for a bad condition even when no series matches
+        _residual(req.context(), pl.residual, Candidate(0, "x:y", "x", 0))
+    if pl.ds_filter is not None:
+        try:
+            c.condition(pl.ds_filter, c.Scope(DATASTREAM, "e"), req.context())
+        except c.CompileError as e:
+            raise bad_request(f"$filter: {e}") from None
+    want = opts.skip + opts.effective_top + 1
+    walk = _Walk(time.monotonic())
+    if order.mode == "time":
+        rows, stop = await _time_order(req, constraint, pl, order, pos, want, walk)
+    else:
+        rows, stop = await _series_order(req, constraint, pl, order, pos, want, walk)
+    skip_left = max(0, opts.skip - len(rows))
+    rows = rows[opts.skip :]
+    top = opts.effective_top
+    token = None
+    if len(rows) > top:
+        rows = rows[:top]
+        last = rows[-1]
+        token = encode_token(order, Position(last["ts"], last["ds_id"]))
+    elif stop is not None:
+        token = encode_token(order, stop)
+    count = await _count(req, constraint, pl) if opts.count else None
+    return Page(rows, count, token is not None, token, skip_left if token else 0)
+
+
+async def _time_order(
+    req: Any,
+    constraint: tuple[str, Any] | None,
+    pl: Plan,
+    order: Order,
+    pos: Position | None,
+    want: int,
+    walk: _Walk,
+) -> tuple[list[Row], Position | None]:
+    cands = await candidates(req, constraint, pl, limit=req.max_merge + 1)
+    if len(cands) > req.max_merge:
+        raise bad_request(
+            f"ordering Observations by phenomenonTime merges at most {req.max_merge} Datastreams "
+            "and this request spans more: narrow it (Datastreams('<id>')/Observations, or "
+            "$filter=Datastream/Thing/id eq '...'), or order by Datastream/id"
+        )
+    ext = await extents(req, cands)
+    cands = [x for x in cands if x.series_id in ext]
+    if not cands:
+        return [], None
+    lo = max(pl.lo, min(ext[x.series_id][0] for x in cands))
+    hi = min(pl.hi, _add(max(ext[x.series_id][1] for x in cands), US))
+    if pos is not None and pos.ts is not None:
+        if order.time_desc:
+            hi = min(hi, _add(pos.ts, US))
+        else:
+            lo = max(lo, pos.ts)
+    found, boundary = await _walk(req, cands, pl, lo, hi, order.time_desc, pos, want, walk)
+    by_k = {x.k: x for x in cands}
+    rows = [_row(by_k[k], ts, v) for k, ts, v in found]
+    stop = None
+    if boundary is not None:
+        # Every reading on the far side of the boundary was read.
+        stop = (
+            Position(_add(boundary, -US), _MAX_DS)
+            if not order.time_desc
+            else Position(boundary, "")
+        )
+    return rows, stop
+
+
+async def _series_order(
+    req: Any,
+    constraint: tuple[str, Any] | None,
+    pl: Plan,
+    order: Order,
+    pos: Position | None,
+    want: int,
+    walk: _Walk,
+) -> tuple[list[Row], Position | None]:
+    rows: list[Row] = []
+    after, inclusive = (pos.ds, pos.ts is not None) if pos is not None else (None, True)
+    # The last Datastream read completely: where a page cut short by the budget resumes.
+    done = pos.ds if pos is not None and pos.ts is None else None
+    while len(rows) < want:
+        batch = await candidates(
+            req,
+            constraint,
+            pl,
+            desc=order.ds_desc,
+            after=after,
+            inclusive=inclusive,
+            limit=CANDIDATE_BATCH,
+        )
+        if not batch:
+            return rows, None
+        ext = await extents(req, batch)
+        for cand in batch:
+            if done is not None and walk.exhausted():
+                return rows, Position(None, done)
+            span = ext.get(cand.series_id)
+            start_pos = pos if pos is not None and pos.ds == cand.id else None
+            if span is not None:
+                lo = max(pl.lo, span[0])
+                hi = min(pl.hi, _add(span[1], US))
+                if start_pos is not None and start_pos.ts is not None:
+                    if order.time_desc:
+                        hi = min(hi, start_pos.ts)
+                    else:
+                        lo = max(lo, _add(start_pos.ts, US))
+                found, boundary = await _walk(
+                    req, [cand], pl, lo, hi, order.time_desc, None, want - len(rows), walk
+                )
+                rows += [_row(cand, ts, v) for _, ts, v in found]
+                if boundary is not None:
+                    edge = _add(boundary, -US) if not order.time_desc else boundary
+                    return rows, Position(edge, cand.id)
+            if len(rows) >= want:
+                return rows, None
+            done = cand.id
+        after, inclusive = batch[-1].id, False
+    return rows, None
+
+
+async def _count(req: Any, constraint: tuple[str, Any] | None, pl: Plan) -> int:
+    """Exact count over every candidate (bounded by the statement timeout)."""
+    total = 0
+    after: str | None = None
+    while True:
+        batch = await candidates(
+            req, constraint, pl, after=after, inclusive=False, limit=CANDIDATE_BATCH
+        )
+        if not batch:
+            return total
+        ctx = req.context()
+        parts = []
+        for cand in batch:
+            conds: list[sql.Composable] = [
+                sql.SQL("r.series_id = {}").format(ctx.param(cand.series_id)),
+                sql.SQL("r.ts >= {}").format(ctx.param(pl.lo)),
+                sql.SQL("r.ts < {}").format(ctx.param(pl.hi)),
+            ]
+            if pl.residual is not None:
+                conds.append(_residual(ctx, pl.residual, cand))
+            parts.append(
+                sql.SQL("(SELECT count(*) AS n FROM readings r WHERE {})").format(
+                    sql.SQL(" AND ").join(conds)
+                )
+            )
+        query = sql.SQL("SELECT coalesce(sum(n), 0) AS n FROM ({}) u").format(
+            sql.SQL(" UNION ALL ").join(parts)
+        )
+        total += int((await req.rows(query, ctx.params))[0]["n"])
+        after = batch[-1].id
+
+
+async def single(req: Any, key: str, constraint: tuple[str, Any] | None) -> Row | None:
+    parsed = ids.parse_observation_id(key)
+    if parsed is None:
+        return None
+    ds_id, ts = parsed
+    sensor, _, metric = ds_id.partition(":")
+    if constraint is not None:
+        col, value = constraint
+        if (col == "ds_id" and value != ds_id) or (col == "sensor_id" and value != sensor):
+            return None
+    ctx = req.context()
+    query = sql.SQL(
+        "SELECT r.ts, r.value FROM ({}) e JOIN readings r ON r.series_id = e.series_id"
+        " WHERE e.id = {}::text AND r.ts = {}"
+    ).format(ctx.source("Datastream"), ctx.param(ds_id), ctx.param(ts))
+    rows = await req.rows(query, ctx.params)
+    if not rows:
+        return None
+    return {
+        "ds_id": ds_id,
+        "sensor_id": sensor,
+        "metric": metric,
+        "ts": rows[0]["ts"],
+        "value": rows[0]["value"],
+    }
+
+
+# --- dataArray ----------------------------------------------------------------------------
+DATA_ARRAY_COMPONENTS = ("id", "phenomenonTime", "resultTime", "result")
+
+
+def data_array(req: Any, rows: list[Row], opts: Options) -> list[dict[str, Any]]:
+    """OGC 18-088 §14.4: one object per Datastream with ``components`` and ``dataArray``."""
+    components = list(DATA_ARRAY_COMPONENTS)
+    if opts.select is not None:
+        components = ["id" if s == "@iot.id" else s for s in opts.select]
+        for name in components:
+            if name not in ("id", *OBSERVATION.props):
+                raise bad_request(
+                    f"$select with $resultFormat=dataArray lists Observation properties "
+                    f"(id, phenomenonTime, resultTime, result), not {name!r}"
+                )
+    groups: dict[str, list[list[Any]]] = {}
+    for r in rows:
+        values: list[Any] = []
+        for name in components:
+            if name == "id":
+                values.append(ids.observation_id(r["ds_id"], r["ts"]))
+            elif name == "phenomenonTime":
+                values.append(rfc3339_utc(r["ts"]))
+            elif name == "result":
+                values.append(r["value"])
+            else:
+                values.append(None)
+        groups.setdefault(r["ds_id"], []).append(values)
+    return [
+        {
+            "Datastream@iot.navigationLink": req.self_link(DATASTREAM, ds),
+            "components": components,
+            "dataArray@iot.count": len(values),
+            "dataArray": values,
+        }
+        for ds, values in groups.items()
+    ]
+
+
+__all__ = ["Order", "Page", "data_array", "order_of", "page", "single"]
