@@ -449,6 +449,11 @@ class _Compiler:
 
     # arithmetic
     def arithmetic(self, op: str, a: Expr, b: Expr) -> Expr:
+        # A JSON value (a sub-property) takes part in arithmetic as a number when it is one.
+        if a.type == "json" and b.type in ("number", "json"):
+            a = Expr("number", self.number(a, op))
+        if b.type == "json" and a.type == "number":
+            b = Expr("number", self.number(b, op))
         types = (a.type, b.type)
         if types == ("number", "number"):
             if op == "mod":

@@ -422,7 +422,7 @@ async def collection_body(
             coll.path,
             next_params(opts, opts.effective_top, skip=opts.skip + opts.effective_top),
         )
-    if next_link is not None:
+    if next_link is not None and opts.effective_top > 0:  # $top=0 asks for the count only
         body["@iot.nextLink"] = next_link
     if ref:
         body["value"] = [{"@iot.selfLink": _self(req, coll.entity, r)} for r in page.rows]

@@ -488,7 +488,10 @@ def parse(text: str) -> Node:
     p = _Parser(text)
     node = p.expr()
     if p.tok.kind != "end":
-        raise FilterError(f"unexpected {_describe(p.tok)} after a complete expression", p.tok.pos)
+        raise FilterError(
+            f"{_describe(p.tok)} is unexpected after a complete expression (missing 'and'/'or'?)",
+            p.tok.pos,
+        )
     return node
 
 

@@ -441,9 +441,11 @@ async def page(req: Any, constraint: tuple[str, Any] | None, opts: Options) -> P
             c.condition(pl.ds_filter, c.Scope(DATASTREAM, "e"), req.context())
         except c.CompileError as e:
             raise bad_request(f"$filter: {e}") from None
-    want = opts.skip + opts.effective_top + 1
+    want = opts.skip + opts.effective_top + 1 if opts.effective_top > 0 else 0
     walk = _Walk(time.monotonic())
-    if order.mode == "time":
+    if want == 0:
+        rows, stop = [], None
+    elif order.mode == "time":
         rows, stop = await _time_order(req, constraint, pl, order, pos, want, walk)
     else:
         rows, stop = await _series_order(req, constraint, pl, order, pos, want, walk)
@@ -451,11 +453,13 @@ async def page(req: Any, constraint: tuple[str, Any] | None, opts: Options) -> P
     rows = rows[opts.skip :]
     top = opts.effective_top
     token = None
-    if len(rows) > top:
+    if top == 0:  # $top=0: the count only
+        rows = []
+    elif len(rows) > top:
         rows = rows[:top]
         last = rows[-1]
         token = encode_token(order, Position(last["ts"], last["ds_id"]))
-    elif stop is not None:
+    elif stop is not None and top > 0:
         token = encode_token(order, stop)
     count = await _count(req, constraint, pl) if opts.count else None
     return Page(rows, count, token is not None, token, skip_left if token else 0)

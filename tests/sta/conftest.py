@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from meetnet.admin import create_key
 from meetnet.settings import Settings
+from tests.conftest import DATA_TABLES
 
 GENT, ANTWERPEN = "44021", "11002"
 STEP = timedelta(minutes=10)
@@ -103,6 +104,16 @@ def populate(db: psycopg.Connection, settings: Settings) -> dict[str, str]:
     ):
         keys[who] = create_key(settings, role, nis, who)[1]
     return keys
+
+
+@pytest.fixture(scope="module")
+def sta_ro(migrated_db: str, base_settings: Settings) -> Iterator[StaWorld]:
+    """The same world, built once per module, for tests that only read."""
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE")
+        keys = populate(conn, base_settings)
+        with TestClient(create_app(base_settings)) as client:
+            yield StaWorld(client, conn, keys)
 
 
 @pytest.fixture
