@@ -16,7 +16,6 @@ import pytest
 from api.schemas import rfc3339_utc
 from api.sta.routes import CONFORMANCE
 from tests.sta.conftest import (
-    END,
     N_READINGS,
     PUBLIC,
     SENSORS,
