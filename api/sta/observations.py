@@ -443,6 +443,8 @@ async def page(req: Any, constraint: tuple[str, Any] | None, opts: Options) -> P
             raise bad_request(f"$filter: {e}") from None
     want = opts.skip + opts.effective_top + 1 if opts.effective_top > 0 else 0
     walk = _Walk(time.monotonic())
+    rows: list[Row]
+    stop: Position | None
     if want == 0:
         rows, stop = [], None
     elif order.mode == "time":
