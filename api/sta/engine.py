@@ -379,9 +379,10 @@ async def _expand(
                 obj[f"{e.nav}@iot.count"] = page.count
             if page.next_token is not None:
                 rel = parent_link.removeprefix(req.root + "/") + "/" + e.nav
-                obj[f"{e.nav}@iot.nextLink"] = _link(
-                    req, rel, next_params(o, o.effective_top, token=page.next_token)
+                params = next_params(
+                    o, o.effective_top, skip=page.skip_left or None, token=page.next_token
                 )
+                obj[f"{e.nav}@iot.nextLink"] = _link(req, rel, params)
         return
     keys = [r[nav.parent_col] for r in rows]
     pages = await registry_children(req, target, nav, keys, o)
@@ -413,8 +414,9 @@ async def collection_body(
         body["@iot.count"] = page.count
     next_link = None
     if page.next_token is not None:
+        skip = page.skip_left or None  # $skip the budget left unfinished
         next_link = _link(
-            req, coll.path, next_params(opts, opts.effective_top, token=page.next_token)
+            req, coll.path, next_params(opts, opts.effective_top, skip=skip, token=page.next_token)
         )
     elif page.more:
         next_link = _link(

@@ -535,7 +535,7 @@ async def _series_order(
             return rows, None
         ext = await extents(req, batch)
         for cand in batch:
-            if done is not None and walk.exhausted():
+            if done is not None and walk.windows > 0 and walk.exhausted():
                 return rows, Position(None, done)
             span = ext.get(cand.series_id)
             start_pos = pos if pos is not None and pos.ds == cand.id else None
