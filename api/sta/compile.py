@@ -57,6 +57,17 @@ _TYPE_NAMES = {
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 _RFC3339_SQL = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$"
 _NOCONST = object()
+_SORT_TYPES = {
+    "string": "text",
+    "number": "float8",
+    "bool": "boolean",
+    "datetime": "timestamptz",
+    "date": "date",
+    "time": "time",
+    "duration": "interval",
+    "json": "jsonb",
+    "interval": "timestamptz",
+}
 
 
 class CompileError(ValueError):
@@ -143,7 +154,11 @@ def order_terms(items: list[f.OrderItem], scope: Scope, ctx: Context) -> list[sq
         e = c.value(item.expr, scope, None)
         if e.type in ("geometry",):
             raise _err("$orderby cannot sort by a geometry; sort by geo.distance(...) instead")
+        if e.type == "null":
+            raise _err("$orderby cannot sort by null")
         term = e.bounds[0] if e.type == "interval" and e.bounds else e.sql
+        # A cast keeps a constant (TRUE, 0, ...) from being read as a column position.
+        term = sql.SQL("({})::" + _SORT_TYPES[e.type]).format(term)
         if e.type == "string":
             term = sql.SQL('{} COLLATE "C"').format(term)
         out.append(sql.SQL("{} DESC").format(term) if item.descending else term)

@@ -78,8 +78,8 @@ def ts_text_sql(ts: sql.Composable) -> sql.Composable:
     """SQL for the id's time part of a timestamptz expression (same text as rfc3339_utc)."""
     return sql.SQL(
         "(to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') ||"
-        " CASE WHEN extract(microseconds FROM {t})::int8 % 1000000 = 0 THEN ''"
-        " WHEN extract(microseconds FROM {t})::int8 % 1000 = 0"
+        " CASE WHEN mod(extract(microseconds FROM {t})::int8, 1000000) = 0 THEN ''"
+        " WHEN mod(extract(microseconds FROM {t})::int8, 1000) = 0"
         " THEN to_char({t} AT TIME ZONE 'UTC', '.MS')"
         " ELSE to_char({t} AT TIME ZONE 'UTC', '.US') END || 'Z')"
     ).format(t=ts)

@@ -159,7 +159,10 @@ def decode_token(token: str, order: Order) -> Position:
 
 # --- splitting the filter ------------------------------------------------------------------
 def _datastream_level(node: f.Node) -> bool:
-    return all(p.segments[0] in ("Datastream", "FeatureOfInterest") for p in f.paths(node))
+    return all(
+        p.segments[0] in ("Datastream", "FeatureOfInterest") and len(p.segments) > 1
+        for p in f.paths(node)
+    )
 
 
 def _to_datastream_scope(node: f.Node) -> f.Node:
