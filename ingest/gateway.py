@@ -39,6 +39,7 @@ from ingest.broker_auth import client_credentials
 from ingest.mqtt import AsyncioHelper, BufferedClient
 from ingest.produce import PartitionBatcher
 from ingest.registry import Gate, Judgement
+from meetnet import health
 from meetnet.settings import Settings
 from meetnet.wire import (
     MAX_RECORD_BYTES,
@@ -100,6 +101,8 @@ class Gateway:
         self._connected = asyncio.Event()
         self._client: BufferedClient | None = None
         self._helper: AsyncioHelper | None = None
+        self._subscribed = False  # health: SUBACK received on the current connection
+        self._kafka_error: str | None = None  # health: why the last Kafka send failed
         self.registry = RegistryCache(settings, app="gateway-registry")
         self._gate = Gate(self.registry)
         self._deferred: list[_Msg] = []
@@ -169,12 +172,14 @@ class Gateway:
                 extra={"topic": self._topic_filter(), "codes": [str(c) for c in codes]},
             )
             return
+        self._subscribed = True
         log.info("subscribed", extra={"topic": self._topic_filter(), "client_id": self.client_id})
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
     ) -> None:
         self._connected.clear()
+        self._subscribed = False
         if not self._stop.is_set():
             log.warning("MQTT connection lost", extra={"reason": str(rc)})
 
@@ -333,9 +338,11 @@ class Gateway:
             while True:
                 try:
                     await self._forward(producer, out, plan)
+                    self._kafka_error = None
                     break
                 except KafkaError as e:
                     out.reset()
+                    self._kafka_error = str(e) or type(e).__name__
                     # Kafka is unavailable: keep the batch (its MQTT messages stay un-acked,
                     # so the broker keeps them too) and retry. Re-sends may duplicate records;
                     # the processor's idempotent write absorbs that.
@@ -394,6 +401,18 @@ class Gateway:
                 "messages": self.stats.messages,
                 "kafka_retries": self.stats.kafka_retries,
             },
+        )
+
+    def probe(self) -> health.Probe:
+        """Liveness and readiness for meetnet/health.py."""
+        return health.Probe(
+            "gateway",
+            alive=not self._stop.is_set(),
+            checks={
+                "mqtt": health.check(self._subscribed, "not connected and subscribed"),
+                "kafka": health.check(self._kafka_error is None, self._kafka_error),
+            },
+            details={"client_id": self.client_id, "pending": len(self._pending)},
         )
 
     def _flusher_done(self, task: asyncio.Task[None]) -> None:
@@ -470,7 +489,8 @@ def main(settings: Settings) -> None:
             loop.add_signal_handler(sig, gw.stop)
         loop.add_signal_handler(signal.SIGUSR1, gw.dump_state)
         log.info("gateway started", extra={"mqtt": settings.mqtt_url, "client_id": gw.client_id})
-        await gw.run()
+        async with health.serve(settings.health_host, settings.health_port, gw.probe):
+            await gw.run()
         log.info("gateway stopped", extra={"messages": gw.stats.messages})
 
     asyncio.run(_main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,10 +20,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+k8s_app = typer.Typer(help="Kubernetes manifests (k8s/).", no_args_is_help=True)
 admin_app = typer.Typer(help="Operator tasks: API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
 app.add_typer(admin_app, name="admin")
+app.add_typer(k8s_app, name="k8s")
 
 
 class KeyRole(StrEnum):
@@ -47,13 +50,32 @@ def up(
     sensors: Annotated[int, typer.Option(help="Simulated sensors.")] = 300,
     rate: Annotated[float, typer.Option(help="Simulated readings per second, all sensors.")] = 500,
     api_port: Annotated[int, typer.Option(help="Port of the query API.")] = 8000,
+    gateways: Annotated[
+        int, typer.Option(min=1, help="Gateway processes on the MQTT shared subscription.")
+    ] = 1,
+    processors: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processor processes in the consumer group (more than partitions idle)."
+        ),
+    ] = 1,
+    api_workers: Annotated[int, typer.Option(min=1, help="Query API worker processes.")] = 1,
 ) -> None:
     """Start every component (and local engines unless configured external); Ctrl-C stops all."""
     _setup_logging()
     from meetnet.supervisor import run_up
 
     sys.exit(
-        run_up(get_settings(), simulate=simulate, sensors=sensors, rate=rate, api_port=api_port)
+        run_up(
+            get_settings(),
+            simulate=simulate,
+            sensors=sensors,
+            rate=rate,
+            api_port=api_port,
+            gateways=gateways,
+            processors=processors,
+            api_workers=api_workers,
+        )
     )
 
 
@@ -179,6 +201,46 @@ def bench_ingest(
             gateways=max(1, gateways),
         )
     )
+
+
+@k8s_app.command("check")
+def k8s_check(
+    overlay_dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Overlay directories (default: every k8s/overlays/*).", show_default=False
+        ),
+    ] = None,
+    kubernetes_version: Annotated[
+        str, typer.Option(help="Kubernetes version whose schemas the core objects must match.")
+    ] = "",
+    output: Annotated[
+        Path | None, typer.Option(help="Also write each overlay's rendered manifests here.")
+    ] = None,
+) -> None:
+    """Render each overlay (kubectl kustomize), validate it against the schemas and check
+    meetnet's invariants; exit 1 with every problem named."""
+    from meetnet import k8s
+
+    version = kubernetes_version or k8s.KUBERNETES_VERSION
+    failed = False
+    for overlay in overlay_dirs or k8s.overlays():
+        result = k8s.check(overlay, version)
+        if output is not None and result.manifests:
+            output.mkdir(parents=True, exist_ok=True)
+            (output / f"{overlay.name}.yaml").write_text(result.manifests)
+        if result.ok:
+            secrets = ", ".join(sorted(result.secrets)) or "none"
+            typer.echo(
+                f"{overlay}: ok ({len(result.docs)} objects; Kubernetes {version} and operator "
+                f"schemas; invariants) - Secrets to exist in the cluster: {secrets}"
+            )
+            continue
+        failed = True
+        typer.echo(f"{overlay}: {len(result.problems)} problem(s)", err=True)
+        for p in result.problems:
+            typer.echo(f"  {p}", err=True)
+    sys.exit(1 if failed else 0)
 
 
 @admin_app.command("create-key")

@@ -10,6 +10,7 @@ Build it with :func:`get_settings` (cached) in a ``main()``; never at import tim
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -174,6 +175,16 @@ class Settings(BaseSettings):
         "few readings and cost its fixed overhead (a transaction, a dozen Polars calls); at high "
         "rates batches take longer than this anyway. Adds at most this much latency.",
     )
+    health_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Gateway and processor serve GET /live and /ready on this port for "
+        "Kubernetes probes (meetnet/health.py); 0 = off.",
+    )
+    health_host: str = Field(
+        "127.0.0.1", description="Address of the workers' health endpoint (0.0.0.0 in a pod)."
+    )
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
 
@@ -252,4 +263,7 @@ class Settings(BaseSettings):
 
 @functools.cache
 def get_settings() -> Settings:
-    return Settings()
+    # MEETNET_SECRETS_DIR: a directory of files named like the variables (lower case, e.g.
+    # meetnet_database_url), such as a mounted Kubernetes Secret; environment variables win.
+    secrets_dir = os.environ.get("MEETNET_SECRETS_DIR") or None
+    return Settings(_secrets_dir=secrets_dir)

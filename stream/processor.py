@@ -33,11 +33,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from meetnet import health
 from meetnet.settings import Settings
 from meetnet.wire import Reason, dlq_headers
 from store.catalog import RegistryCache
 from store.db import DatabaseUnavailable, aconnect
 from store.readings import ReadingsWriter
+from stream.assignment import Assignment
 from stream.decode import decode
 from stream.validate import Checked, Limits, Registry, check, registry_misses
 
@@ -90,11 +92,27 @@ class Processor:
         self.stats = Stats()
         self._stop = asyncio.Event()
         self._conn: psycopg.AsyncConnection | None = None
+        self.assignment: Assignment | None = None
+        self._db_error: str | None = None  # health: why the last database write failed
         self.registry = RegistryCache(settings, app="processor-registry")
         self._registry: tuple[int, Registry] | None = None
 
     def stop(self) -> None:
         self._stop.set()
+
+    def probe(self) -> health.Probe:
+        """Liveness and readiness for meetnet/health.py."""
+        a = self.assignment
+        assigned = a.partitions if a is not None else None
+        return health.Probe(
+            "processor",
+            alive=not self._stop.is_set(),
+            checks={
+                "kafka_group": health.check(assigned is not None, "no assignment from the group"),
+                "database": health.check(self._db_error is None, self._db_error),
+            },
+            details={"partitions": assigned, "idle": assigned == []},
+        )
 
     async def run(self) -> None:
         if not await self.registry.start(self._stop):
@@ -106,7 +124,6 @@ class Processor:
 
     async def _run(self) -> None:
         consumer = AIOKafkaConsumer(
-            self.s.kafka_readings_topic,
             bootstrap_servers=self.s.kafka_bootstrap,
             group_id=self.s.processor_group,
             enable_auto_commit=False,
@@ -117,6 +134,8 @@ class Processor:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.s.kafka_bootstrap, acks="all", linger_ms=5
         )
+        self.assignment = Assignment(self.s, consumer)
+        consumer.subscribe([self.s.kafka_readings_topic], listener=self.assignment)
         await producer.start()
         await consumer.start()
         reporter = asyncio.create_task(self._report())
@@ -225,6 +244,7 @@ class Processor:
             try:
                 conn = await self._db()
                 res = await self.writer.write(conn, ok.select("sensor", "metric", "ts_us", "value"))
+                self._db_error = None
                 self.stats.stored += res.inserted
                 self.stats.duplicates += ok.height - res.inserted
                 return
@@ -232,6 +252,7 @@ class Processor:
                 # The database is down or restarting: retry the same batch; nothing is
                 # committed to Kafka meanwhile, so nothing can be lost.
                 log.warning("database unavailable; retrying", extra={"error": str(e)})
+                self._db_error = str(e) or type(e).__name__
                 if self._conn is not None:
                     await self._conn.close()
                     self._conn = None
@@ -324,7 +345,8 @@ def main(settings: Settings) -> None:
             "processor started",
             extra={"topic": settings.kafka_readings_topic, "group": settings.processor_group},
         )
-        await proc.run()
+        async with health.serve(settings.health_host, settings.health_port, proc.probe):
+            await proc.run()
         log.info(
             "processor stopped",
             extra={
