@@ -243,6 +243,36 @@ def k8s_check(
     sys.exit(1 if failed else 0)
 
 
+@bench_app.command("sta")
+def bench_sta(
+    sensors: Annotated[int, typer.Option(help="Public bench sensors (5 Datastreams each).")] = 40,
+    readings: Annotated[
+        int, typer.Option(help="Readings per Datastream, one per minute ending now.")
+    ] = 100_000,
+    runs: Annotated[int, typer.Option(help="Requests per scenario.")] = 200,
+    reload: Annotated[bool, typer.Option(help="Load the dataset again even if present.")] = False,
+    cleanup: Annotated[bool, typer.Option(help="Delete the dataset afterwards.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="End with one JSON line of results.")
+    ] = False,
+) -> None:
+    """SensorThings Observations queries on a large dataset, against plain SQL."""
+    _setup_logging()
+    from meetnet.bench_sta import bench_sta as run_bench
+
+    sys.exit(
+        run_bench(
+            get_settings(),
+            sensors=sensors,
+            readings=readings,
+            runs=runs,
+            reload=reload,
+            cleanup=cleanup,
+            as_json=as_json,
+        )
+    )
+
+
 @admin_app.command("create-key")
 def admin_create_key(
     role: Annotated[KeyRole, typer.Option(help="What the key may do.")],

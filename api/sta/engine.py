@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from api.schemas import rfc3339_utc
 from api.sta import compile as c
-from api.sta import ids
+from api.sta import ids, observations
 from api.sta.errors import bad_request, not_found
 from api.sta.model import DATASTREAM, ENTITY_SETS, ENTITY_TYPES, OBSERVATION, EntityType, Nav
 from api.sta.paths import ParsedPath
@@ -60,6 +60,8 @@ class Collection:
     entity: EntityType
     path: str  # relative to the service root, for next links
     constraint: tuple[str, Any] | None = None  # child column = value
+    parent: Row | None = None  # the entity the path navigated from
+    parent_entity: EntityType | None = None
 
 
 @dataclass
@@ -86,8 +88,6 @@ async def fetch_one(
     req: Req, entity: EntityType, key: str, constraint: tuple[str, Any] | None
 ) -> Row | None:
     if entity is OBSERVATION:
-        from api.sta import observations
-
         return await observations.single(req, key, constraint)
     ctx = req.context()
     conds = [sql.SQL("e.id = {}").format(ctx.param(key))]
@@ -145,7 +145,7 @@ async def resolve(req: Req, parsed: ParsedPath) -> Target:
         if nav.many:
             constraint = (nav.child_col, value)
             if seg.key is None:
-                current = Collection(target, f"{path}/{seg.name}", constraint)
+                current = Collection(target, f"{path}/{seg.name}", constraint, row, ent)
                 path = current.path
                 continue
             child = await fetch_one(req, target, seg.key, constraint)
@@ -319,6 +319,31 @@ def render_row(req: Req, entity: EntityType, row: Row, opts: Options) -> dict[st
     return out
 
 
+def render_observations(req: Req, rows: list[Row], opts: Options) -> list[dict[str, Any]]:
+    """Observations without $select, written directly (the common, large case: thousands of
+    rows per page); with $select through render_row."""
+    if opts.select is not None:
+        return [render_row(req, OBSERVATION, r, opts) for r in rows]
+    root = req.root
+    out = []
+    for r in rows:
+        text = r.get("t") or rfc3339_utc(r["ts"])
+        oid = f"{r['ds_id']}:{text}"
+        link = f"{root}/Observations('{oid}')"  # ids hold no quote (model.py)
+        out.append(
+            {
+                "@iot.id": oid,
+                "@iot.selfLink": link,
+                "phenomenonTime": text,
+                "resultTime": None,
+                "result": r["value"],
+                "Datastream@iot.navigationLink": link + "/Datastream",
+                "FeatureOfInterest@iot.navigationLink": link + "/FeatureOfInterest",
+            }
+        )
+    return out
+
+
 def wants(entity: EntityType, opts: Options, prop: str) -> bool:
     return opts.select is None or prop in opts.select
 
@@ -328,7 +353,10 @@ async def render(
 ) -> list[dict[str, Any]]:
     if entity is DATASTREAM and wants(entity, opts, "phenomenonTime"):
         await add_phenomenon_times(req, rows)
-    out = [render_row(req, entity, r, opts) for r in rows]
+    if entity is OBSERVATION:
+        out = render_observations(req, rows, opts)
+    else:
+        out = [render_row(req, entity, r, opts) for r in rows]
     for e in opts.expand:
         await _expand(req, entity, rows, out, e)
     return out
@@ -369,11 +397,15 @@ async def _expand(
             obj[e.nav] = rendered.get(str(k))
         return
     if target is OBSERVATION:
-        from api.sta import observations
-
-        for row, obj in zip(rows, out, strict=True):
+        if entity is DATASTREAM:
+            pages = await observations.pages_of_datastreams(req, _candidates(rows), o)
+            by_row = [pages.get(r["id"], Page([])) for r in rows]
+        else:
+            by_row = [
+                await observations.page(req, (nav.child_col, r[nav.parent_col]), o) for r in rows
+            ]
+        for row, obj, page in zip(rows, out, by_row, strict=True):
             parent_link = req.self_link(entity, str(row["id"]))
-            page = await observations.page(req, (nav.child_col, row[nav.parent_col]), o)
             obj[e.nav] = await render(req, target, page.rows, o)
             if o.count and page.count is not None:
                 obj[f"{e.nav}@iot.count"] = page.count
@@ -402,9 +434,10 @@ async def collection_body(
     req: Req, coll: Collection, opts: Options, ref: bool = False
 ) -> dict[str, Any]:
     if coll.entity is OBSERVATION:
-        from api.sta import observations
-
-        page = await observations.page(req, coll.constraint, opts)
+        known = None
+        if coll.parent_entity is DATASTREAM and coll.parent is not None:
+            known = _candidates([coll.parent])  # the Datastream is read already
+        page = await observations.page(req, coll.constraint, opts, known)
     else:
         if opts.skiptoken is not None:
             raise bad_request("$skiptoken applies to Observations only; page other sets with $skip")
@@ -429,13 +462,20 @@ async def collection_body(
     if ref:
         body["value"] = [{"@iot.selfLink": _self(req, coll.entity, r)} for r in page.rows]
     elif opts.result_format == "dataArray":
-        from api.sta import observations
-
         body["value"] = observations.data_array(req, page.rows, opts)
     else:
         body["value"] = await render(req, coll.entity, page.rows, opts)
     # OData puts the annotations first; keep count and nextLink before value.
     return body
+
+
+def _candidates(datastreams: list[Row]) -> list[observations.Candidate]:
+    """Datastream rows (visible to the caller: they come from its source) as candidates."""
+    return [
+        observations.Candidate(i, r["id"], r["sensor_id"], r["series_id"])
+        for i, r in enumerate(datastreams)
+        if r.get("series_id") is not None
+    ]
 
 
 def _self(req: Req, entity: EntityType, row: Row) -> str:

@@ -83,6 +83,8 @@ class Candidate:
     id: str
     sensor_id: str
     series_id: int
+    first: datetime | None = None  # its first and last reading, None without readings
+    last: datetime | None = None
 
 
 ORDER_HELP = (
@@ -269,31 +271,79 @@ async def candidates(
     if after is not None:
         op = ("<=" if inclusive else "<") if desc else (">=" if inclusive else ">")
         conds.append(sql.SQL('e.id COLLATE "C" ' + op + " {}").format(ctx.param(after)))
+    # The first and last reading of each, two index probes, for the returned rows only.
     query = sql.SQL(
-        "SELECT e.id, e.sensor_id, e.series_id FROM ({}) e WHERE {}"
-        ' ORDER BY e.id COLLATE "C" {} LIMIT {}'
+        "SELECT e.id, e.sensor_id, e.series_id, {first} AS first, {last} AS last"
+        ' FROM ({src}) e WHERE {where} ORDER BY e.id COLLATE "C" {direction} LIMIT {n}'
     ).format(
-        ctx.source("Datastream"),
-        sql.SQL(" AND ").join(conds),
-        sql.SQL("DESC" if desc else "ASC"),
-        ctx.param(limit),
+        first=_EDGE.format(s=sql.SQL("e.series_id"), d=sql.SQL("ASC")),
+        last=_EDGE.format(s=sql.SQL("e.series_id"), d=sql.SQL("DESC")),
+        src=ctx.source("Datastream"),
+        where=sql.SQL(" AND ").join(conds),
+        direction=sql.SQL("DESC" if desc else "ASC"),
+        n=ctx.param(limit),
     )
     rows = await req.rows(query, ctx.params)
-    return [Candidate(i, r["id"], r["sensor_id"], r["series_id"]) for i, r in enumerate(rows)]
+    return [
+        Candidate(i, r["id"], r["sensor_id"], r["series_id"], r["first"], r["last"])
+        for i, r in enumerate(rows)
+    ]
 
 
-async def extents(req: Any, cands: list[Candidate]) -> dict[int, tuple[datetime, datetime]]:
-    """First and last reading time of each candidate series (two index probes each)."""
+_EDGE = sql.SQL("(SELECT r.ts FROM readings r WHERE r.series_id = {s} ORDER BY r.ts {d} LIMIT 1)")
+
+
+async def with_extents(req: Any, cands: list[Candidate]) -> list[Candidate]:
+    """Fill in the first and last reading time of candidates known without a query."""
     if not cands:
-        return {}
+        return cands
     query = sql.SQL(
-        "SELECT s AS sid,"
-        " (SELECT r.ts FROM readings r WHERE r.series_id = s ORDER BY r.ts LIMIT 1) AS first,"
-        " (SELECT r.ts FROM readings r WHERE r.series_id = s ORDER BY r.ts DESC LIMIT 1) AS last"
-        " FROM unnest(%(sids)s::int[]) AS s"
+        "SELECT s AS sid, {} AS first, {} AS last FROM unnest(%(sids)s::int[]) AS s"
+    ).format(
+        _EDGE.format(s=sql.SQL("s"), d=sql.SQL("ASC")),
+        _EDGE.format(s=sql.SQL("s"), d=sql.SQL("DESC")),
     )
     rows = await req.rows(query, {"sids": [x.series_id for x in cands]})
-    return {r["sid"]: (r["first"], r["last"]) for r in rows if r["first"] is not None}
+    edges = {r["sid"]: (r["first"], r["last"]) for r in rows}
+    for x in cands:
+        x.first, x.last = edges.get(x.series_id, (None, None))
+    return cands
+
+
+@dataclass
+class _Source:
+    """Where a request's candidates come from: the registry, or rows the caller already has
+    (a Datastream resolved from the path, the parents of an $expand)."""
+
+    constraint: tuple[str, Any] | None
+    known: list[Candidate] | None = None
+
+    async def fetch(
+        self,
+        req: Any,
+        pl: Plan,
+        *,
+        desc: bool = False,
+        after: str | None = None,
+        inclusive: bool = True,
+        limit: int,
+    ) -> list[Candidate]:
+        if self.known is None:
+            return await candidates(
+                req, self.constraint, pl, desc=desc, after=after, inclusive=inclusive, limit=limit
+            )
+        out = sorted(self.known, key=lambda x: x.id, reverse=desc)
+        if after is not None:
+            if desc:
+                out = [x for x in out if x.id < after or (inclusive and x.id == after)]
+            else:
+                out = [x for x in out if x.id > after or (inclusive and x.id == after)]
+        out = out[:limit]
+        if any(x.first is None for x in out):
+            await with_extents(req, [x for x in out if x.first is None])
+        return [
+            Candidate(i, x.id, x.sensor_id, x.series_id, x.first, x.last) for i, x in enumerate(out)
+        ]
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -351,6 +401,10 @@ def _branch(
     )
 
 
+# A reading found: (candidate's k, ts, value, ts as text).
+Found = tuple[int, datetime, float, str]
+
+
 async def _read(
     req: Any,
     cands: list[Candidate],
@@ -360,15 +414,21 @@ async def _read(
     desc: bool,
     pos: Position | None,
     n: int,
-) -> list[tuple[int, datetime, float]]:
+) -> list[Found]:
     ctx = req.context()
     branches = [_branch(ctx, x, pl, lo, hi, desc, pos, n) for x in cands]
     direction = sql.SQL("DESC" if desc else "ASC")
-    query = sql.SQL("SELECT k, ts, value FROM ({}) u ORDER BY ts {d}, k {d} LIMIT {}").format(
-        sql.SQL(" UNION ALL ").join(branches), ctx.param(n), d=direction
+    # The id's time text is made by the database, for the returned rows only.
+    query = sql.SQL(
+        "SELECT k, ts, value, {} AS t FROM ({}) u ORDER BY ts {d}, k {d} LIMIT {}"
+    ).format(
+        ids.ts_text_sql(sql.SQL("ts")),
+        sql.SQL(" UNION ALL ").join(branches),
+        ctx.param(n),
+        d=direction,
     )
     rows = await req.rows(query, ctx.params)
-    return [(r["k"], r["ts"], r["value"]) for r in rows]
+    return [(r["k"], r["ts"], r["value"], r["t"]) for r in rows]
 
 
 @dataclass
@@ -392,11 +452,11 @@ async def _walk(
     pos: Position | None,
     want: int,
     walk: _Walk,
-) -> tuple[list[tuple[int, datetime, float]], datetime | None]:
+) -> tuple[list[Found], datetime | None]:
     """Readings of ``cands`` in ``[lo, hi)`` in time order, at most ``want``. Returns them and,
     when the budget ran out before the range did, the boundary reached (the next page starts
     there)."""
-    out: list[tuple[int, datetime, float]] = []
+    out: list[Found] = []
     window = FIRST_WINDOW
     while lo < hi and len(out) < want:
         if walk.exhausted() and walk.windows > 0:
@@ -423,37 +483,44 @@ def _add(t: datetime, d: timedelta) -> datetime:
 
 
 # --- pages --------------------------------------------------------------------------------
-def _row(cand: Candidate, ts: datetime, value: float) -> Row:
+def _row(cand: Candidate, ts: datetime, value: float, text: str) -> Row:
     sensor, _, metric = cand.id.partition(":")
-    return {"ds_id": cand.id, "sensor_id": sensor, "metric": metric, "ts": ts, "value": value}
+    return {
+        "ds_id": cand.id,
+        "sensor_id": sensor,
+        "metric": metric,
+        "ts": ts,
+        "value": value,
+        "t": text,
+    }
 
 
-async def page(req: Any, constraint: tuple[str, Any] | None, opts: Options) -> Page:
+def _prepare(req: Any, opts: Options) -> tuple[Order, Plan]:
+    """The order, and the filter split into Datastream conditions, per-reading conditions and
+    time bounds; every limit and condition checked (a 400 even when no series matches)."""
     order = order_of(opts)
     if opts.skip > req.limits.max_skip:
         raise bad_request(
             f"$skip may be at most {req.limits.max_skip} on Observations; follow @iot.nextLink "
             "to page further (it continues by position, at any depth)"
         )
-    pos = decode_token(opts.skiptoken, order) if opts.skiptoken else None
     pl = plan(opts, req.now)
-    if pl.residual is not None:  # a 400 for a bad condition even when no series matches
+    if pl.residual is not None:
         _residual(req.context(), pl.residual, Candidate(0, "x:y", "x", 0))
     if pl.ds_filter is not None:
         try:
             c.condition(pl.ds_filter, c.Scope(DATASTREAM, "e"), req.context())
         except c.CompileError as e:
             raise bad_request(f"$filter: {e}") from None
-    want = opts.skip + opts.effective_top + 1 if opts.effective_top > 0 else 0
-    walk = _Walk(time.monotonic())
-    rows: list[Row]
-    stop: Position | None
-    if want == 0:
-        rows, stop = [], None
-    elif order.mode == "time":
-        rows, stop = await _time_order(req, constraint, pl, order, pos, want, walk)
-    else:
-        rows, stop = await _series_order(req, constraint, pl, order, pos, want, walk)
+    return order, pl
+
+
+def _want(opts: Options) -> int:
+    """Readings to read: the skipped ones, the page, and one more to know whether it goes on."""
+    return opts.skip + opts.effective_top + 1 if opts.effective_top > 0 else 0
+
+
+def _finish(order: Order, opts: Options, rows: list[Row], stop: Position | None) -> Page:
     skip_left = max(0, opts.skip - len(rows))
     rows = rows[opts.skip :]
     top = opts.effective_top
@@ -464,34 +531,132 @@ async def page(req: Any, constraint: tuple[str, Any] | None, opts: Options) -> P
         rows = rows[:top]
         last = rows[-1]
         token = encode_token(order, Position(last["ts"], last["ds_id"]))
-    elif stop is not None and top > 0:
+    elif stop is not None:
         token = encode_token(order, stop)
-    count = await _count(req, constraint, pl) if opts.count else None
-    return Page(rows, count, token is not None, token, skip_left if token else 0)
+    return Page(rows, None, token is not None, token, skip_left if token else 0)
+
+
+async def page(
+    req: Any,
+    constraint: tuple[str, Any] | None,
+    opts: Options,
+    known: list[Candidate] | None = None,
+) -> Page:
+    """One page of Observations under ``constraint``; ``known``: the candidate Datastreams
+    when the caller already read them (they must satisfy the constraint and be visible)."""
+    order, pl = _prepare(req, opts)
+    pos = decode_token(opts.skiptoken, order) if opts.skiptoken else None
+    want = _want(opts)
+    walk = _Walk(time.monotonic())
+    source = _Source(constraint, known if pl.ds_filter is None else None)
+    rows: list[Row]
+    stop: Position | None
+    if want == 0:
+        rows, stop = [], None
+    elif order.mode == "time":
+        rows, stop = await _time_order(req, source, pl, order, pos, want, walk)
+    else:
+        rows, stop = await _series_order(req, source, pl, order, pos, want, walk)
+    result = _finish(order, opts, rows, stop)
+    if opts.count:
+        result.count = await _count(req, constraint, pl)
+    return result
+
+
+async def pages_of_datastreams(
+    req: Any, parents: list[Candidate], opts: Options
+) -> dict[str, Page]:
+    """The expanded Observations of each of a page of Datastreams, in two queries for the
+    common case (``$expand=Observations($top=1;$orderby=phenomenonTime desc)``): the series'
+    first and last readings, then every parent's first window in one ``UNION ALL``. A parent
+    whose page is not full after its first window continues window by window on its own."""
+    order, pl = _prepare(req, opts)
+    if pl.ds_filter is not None or opts.count:
+        return {
+            x.id: await page(req, ("ds_id", x.id), opts, [x] if x.series_id else [])
+            for x in parents
+        }
+    want = _want(opts)
+    desc = order.time_desc
+    out: dict[str, Page] = {x.id: Page([]) for x in parents}
+    cands = [x for x in parents if x.series_id]
+    if want == 0 or not cands:
+        return out
+    await with_extents(req, [x for x in cands if x.first is None])
+    ranges: dict[str, tuple[datetime, datetime]] = {}
+    for x in cands:
+        if x.first is not None and x.last is not None:
+            lo, hi = max(pl.lo, x.first), min(pl.hi, _add(x.last, US))
+            if lo < hi:
+                ranges[x.id] = (lo, hi)
+    live = [x for x in cands if x.id in ranges]
+    found: dict[str, list[Row]] = {x.id: [] for x in live}
+    if live:
+        ctx = req.context()
+        branches = []
+        for i, x in enumerate(live):
+            lo, hi = ranges[x.id]
+            w_lo, w_hi = (
+                (lo, min(hi, _add(lo, FIRST_WINDOW)))
+                if not desc
+                else (max(lo, _add(hi, -FIRST_WINDOW)), hi)
+            )
+            ranges[x.id] = (lo, w_lo) if desc else (w_hi, hi)  # what is left after the window
+            branches.append(
+                _branch(
+                    ctx,
+                    Candidate(i, x.id, x.sensor_id, x.series_id),
+                    pl,
+                    w_lo,
+                    w_hi,
+                    desc,
+                    None,
+                    want,
+                )
+            )
+        query = sql.SQL("SELECT k, ts, value, {} AS t FROM ({}) u").format(
+            ids.ts_text_sql(sql.SQL("ts")), sql.SQL(" UNION ALL ").join(branches)
+        )
+        for r in await req.rows(query, ctx.params):
+            x = live[r["k"]]
+            found[x.id].append(_row(x, r["ts"], r["value"], r["t"]))
+    walk = _Walk(time.monotonic())
+    for x in parents:
+        rows = sorted(found.get(x.id, []), key=lambda r: r["ts"], reverse=desc)
+        stop = None
+        left = ranges.get(x.id)
+        if x.id in found and len(rows) < want and left is not None and left[0] < left[1]:
+            more, boundary = await _walk(
+                req, [x], pl, left[0], left[1], desc, None, want - len(rows), walk
+            )
+            rows += [_row(x, ts, v, t) for _, ts, v, t in more]
+            if boundary is not None:
+                stop = Position(_add(boundary, -US) if not desc else boundary, x.id)
+        out[x.id] = _finish(order, opts, rows, stop)
+    return out
 
 
 async def _time_order(
     req: Any,
-    constraint: tuple[str, Any] | None,
+    source: _Source,
     pl: Plan,
     order: Order,
     pos: Position | None,
     want: int,
     walk: _Walk,
 ) -> tuple[list[Row], Position | None]:
-    cands = await candidates(req, constraint, pl, limit=req.max_merge + 1)
+    cands = await source.fetch(req, pl, limit=req.max_merge + 1)
     if len(cands) > req.max_merge:
         raise bad_request(
             f"ordering Observations by phenomenonTime merges at most {req.max_merge} Datastreams "
             "and this request spans more: narrow it (Datastreams('<id>')/Observations, or "
             "$filter=Datastream/Thing/id eq '...'), or order by Datastream/id"
         )
-    ext = await extents(req, cands)
-    cands = [x for x in cands if x.series_id in ext]
+    cands = [x for x in cands if x.first is not None and x.last is not None]
     if not cands:
         return [], None
-    lo = max(pl.lo, min(ext[x.series_id][0] for x in cands))
-    hi = min(pl.hi, _add(max(ext[x.series_id][1] for x in cands), US))
+    lo = max(pl.lo, min(x.first for x in cands if x.first is not None))
+    hi = min(pl.hi, _add(max(x.last for x in cands if x.last is not None), US))
     if pos is not None and pos.ts is not None:
         if order.time_desc:
             hi = min(hi, _add(pos.ts, US))
@@ -499,7 +664,7 @@ async def _time_order(
             lo = max(lo, pos.ts)
     found, boundary = await _walk(req, cands, pl, lo, hi, order.time_desc, pos, want, walk)
     by_k = {x.k: x for x in cands}
-    rows = [_row(by_k[k], ts, v) for k, ts, v in found]
+    rows = [_row(by_k[k], ts, v, t) for k, ts, v, t in found]
     stop = None
     if boundary is not None:
         # Every reading on the far side of the boundary was read.
@@ -513,7 +678,7 @@ async def _time_order(
 
 async def _series_order(
     req: Any,
-    constraint: tuple[str, Any] | None,
+    source: _Source,
     pl: Plan,
     order: Order,
     pos: Position | None,
@@ -525,26 +690,18 @@ async def _series_order(
     # The last Datastream read completely: where a page cut short by the budget resumes.
     done = pos.ds if pos is not None and pos.ts is None else None
     while len(rows) < want:
-        batch = await candidates(
-            req,
-            constraint,
-            pl,
-            desc=order.ds_desc,
-            after=after,
-            inclusive=inclusive,
-            limit=CANDIDATE_BATCH,
+        batch = await source.fetch(
+            req, pl, desc=order.ds_desc, after=after, inclusive=inclusive, limit=CANDIDATE_BATCH
         )
         if not batch:
             return rows, None
-        ext = await extents(req, batch)
         for cand in batch:
             if done is not None and walk.windows > 0 and walk.exhausted():
                 return rows, Position(None, done)
-            span = ext.get(cand.series_id)
             start_pos = pos if pos is not None and pos.ds == cand.id else None
-            if span is not None:
-                lo = max(pl.lo, span[0])
-                hi = min(pl.hi, _add(span[1], US))
+            if cand.first is not None and cand.last is not None:
+                lo = max(pl.lo, cand.first)
+                hi = min(pl.hi, _add(cand.last, US))
                 if start_pos is not None and start_pos.ts is not None:
                     if order.time_desc:
                         hi = min(hi, start_pos.ts)
@@ -553,7 +710,7 @@ async def _series_order(
                 found, boundary = await _walk(
                     req, [cand], pl, lo, hi, order.time_desc, None, want - len(rows), walk
                 )
-                rows += [_row(cand, ts, v) for _, ts, v in found]
+                rows += [_row(cand, ts, v, t) for _, ts, v, t in found]
                 if boundary is not None:
                     edge = _add(boundary, -US) if not order.time_desc else boundary
                     return rows, Position(edge, cand.id)
@@ -643,9 +800,9 @@ def data_array(req: Any, rows: list[Row], opts: Options) -> list[dict[str, Any]]
         values: list[Any] = []
         for name in components:
             if name == "id":
-                values.append(ids.observation_id(r["ds_id"], r["ts"]))
+                values.append(f"{r['ds_id']}:{r.get('t') or rfc3339_utc(r['ts'])}")
             elif name == "phenomenonTime":
-                values.append(rfc3339_utc(r["ts"]))
+                values.append(r.get("t") or rfc3339_utc(r["ts"]))
             elif name == "result":
                 values.append(r["value"])
             else:

@@ -160,3 +160,30 @@ def test_skiptoken_is_checked(sta_ro: StaWorld) -> None:
         r = sta_ro.get(f"{R}/Observations?$skiptoken={bad}")
         assert r.status_code == 400 and "$skiptoken" in r.json()["message"]
     assert sta_ro.get(f"{R}/Things?$skiptoken={token}").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        "$top=50;$orderby=phenomenonTime desc",
+        "$top=40",
+        "$top=30;$filter=result gt 20.1;$orderby=phenomenonTime desc",
+        "$top=5;$skip=3;$filter=phenomenonTime lt " + rfc3339_utc(START + 100 * STEP),
+    ],
+)
+def test_expanded_observations_equal_each_datastream_s_own_pages(
+    sta_ro: StaWorld, monkeypatch: pytest.MonkeyPatch, options: str
+) -> None:
+    # Small windows, so that pages need more than the batched first window.
+    monkeypatch.setattr(observations, "FIRST_WINDOW", timedelta(hours=2))
+    body = sta_ro.ok(f"{R}/Datastreams?$top=100&$expand=Observations({quote(options)})")
+    plain = options.replace(";", "&")
+    assert len(body["value"]) == len(PUBLIC_DS)
+    for ds in body["value"]:
+        own = sta_ro.ok(f"{R}/Datastreams('{ds['@iot.id']}')/Observations?{plain}")
+        assert [o["@iot.id"] for o in ds["Observations"]] == [o["@iot.id"] for o in own["value"]]
+        assert ("Observations@iot.nextLink" in ds) == ("@iot.nextLink" in own)
+        if "@iot.nextLink" in own:
+            follow = sta_ro.ok(ds["Observations@iot.nextLink"].removeprefix("http://testserver"))
+            again = sta_ro.ok(own["@iot.nextLink"].removeprefix("http://testserver"))
+            assert follow["value"] == again["value"]
