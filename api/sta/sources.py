@@ -75,8 +75,7 @@ _OBSERVED_PROPERTIES = (
     " jsonb_build_object('linkedData', %(sta_base)s || '/ld/properties/' || m.metric)"
     "  AS properties"
     " FROM sensor_type_metrics m"
-    " LEFT JOIN unnest(%(sta_mk)s::text[], %(sta_ml)s::text[], %(sta_md)s::text[])"
-    "  AS v(metric, label, iri) ON v.metric = m.metric"
+    " LEFT JOIN {metrics} AS v(metric, label, iri) ON v.metric = m.metric"
     " GROUP BY m.metric, v.iri, v.label"
 )
 _DATASTREAMS = (
@@ -86,17 +85,15 @@ _DATASTREAMS = (
     "  || s.sensor_id AS description,"
     " jsonb_build_object('name', coalesce(u.name, m.unit), 'symbol', m.unit,"
     "  'definition', coalesce(u.iri, 'urn:meetnet:unit:' || m.unit)) AS \"unitOfMeasurement\","
-    ' %(sta_om)s::text AS "observationType", ' + _GEOJSON_POINT + ' AS "observedArea",'
+    ' {om} AS "observationType", ' + _GEOJSON_POINT + ' AS "observedArea",'
     ' NULL::text AS "resultTime",'
     " jsonb_build_object('metric', m.metric, 'minValue', m.min_value, 'maxValue', m.max_value,"
     "  'intervalS', m.interval_s, 'ucumCode', u.ucum) AS properties,"
     " s.sensor_id, m.metric, s.type_id, se.series_id, s.lon, s.lat"
     " FROM sensors s JOIN sensor_type_metrics m ON m.type_id = s.type_id"
     " LEFT JOIN series se ON se.sensor_id = s.sensor_id AND se.metric = m.metric"
-    " LEFT JOIN unnest(%(sta_uk)s::text[], %(sta_un)s::text[], %(sta_ui)s::text[],"
-    "  %(sta_uu)s::text[]) AS u(symbol, name, iri, ucum) ON u.symbol = m.unit"
-    " LEFT JOIN unnest(%(sta_mk)s::text[], %(sta_ml)s::text[]) AS v(metric, label)"
-    "  ON v.metric = m.metric"
+    " LEFT JOIN {units} AS u(symbol, name, iri, ucum) ON u.symbol = m.unit"
+    " LEFT JOIN {metrics} AS v(metric, label, iri) ON v.metric = m.metric"
     " WHERE {visible}"
 )
 
@@ -111,34 +108,42 @@ _SOURCES = {
 }
 
 
-def _vocab_params() -> dict[str, Any]:
-    refs = list(units.UNIT_REFS.values())
-    metrics = sorted(vocab.METRICS)
-    return {
-        "sta_uk": [r.symbol for r in refs],
-        "sta_un": [r.name for r in refs],
-        "sta_ui": [r.qudt for r in refs],
-        "sta_uu": [r.ucum for r in refs],
-        "sta_mk": metrics,
-        "sta_ml": [vocab.METRICS[m][0] for m in metrics],
-        "sta_md": [vocab.METRICS[m][1] for m in metrics],
-        "sta_om": OM_MEASUREMENT,
-    }
+def _values(rows: list[tuple[str | None, ...]]) -> sql.Composable:
+    """A constant VALUES list of meetnet's own vocabulary (never request text), written into
+    the SQL so it need not be sent as parameters with every query."""
+    return sql.SQL("(VALUES {})").format(
+        sql.SQL(", ").join(
+            sql.SQL("({})").format(sql.SQL(", ").join(_text(v) for v in row)) for row in rows
+        )
+    )
 
 
-_VOCAB = _vocab_params()
+def _text(value: str | None) -> sql.Composable:
+    """A text constant of our own; '%' doubled because the query also carries parameters."""
+    if value is None:
+        return sql.SQL("NULL::text")
+    return sql.SQL("'" + value.replace("'", "''").replace("%", "%%") + "'::text")
+
+
+_CONSTANTS = {
+    "units": _values([(r.symbol, r.name, r.qudt, r.ucum) for r in units.UNIT_REFS.values()]),
+    "metrics": _values([(m, label, iri) for m, (label, iri) in sorted(vocab.METRICS.items())]),
+    "om": _text(OM_MEASUREMENT),
+}
 
 
 def base_params(principal: Principal, base: str) -> dict[str, Any]:
     """The parameters every source may use; merge them into the query's parameters."""
     _, visible_params = visible_sensors(principal, "s")
-    return {**_VOCAB, **visible_params, "sta_base": base}
+    return {**visible_params, "sta_base": base}
 
 
 def source(entity: str, principal: Principal) -> sql.Composable:
     """The sub-query of ``entity`` for ``principal`` (parameters: :func:`base_params`)."""
     visible, _ = visible_sensors(principal, "s")
-    return sql.SQL(_SOURCES[entity]).format(visible=visible)
+    text = _SOURCES[entity]
+    constants = {k: v for k, v in _CONSTANTS.items() if "{" + k + "}" in text}
+    return sql.SQL(text).format(visible=visible, **constants)
 
 
 def has_source(entity: str) -> bool:
