@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import sql
-from psycopg.sql import Composable
 
 from api.sta import filter as f
-from api.sta import geo, ids, sources, spatial
+from api.sta import functions, ids, sources
 from api.sta.model import ENTITY_TYPES, ID_NAMES, OBSERVATION, EntityType
+from api.sta.types import TYPE_NAMES, CompileError, Expr, err
 from store.access import Principal
 
 MIN_DATETIME = datetime(1, 1, 1, tzinfo=UTC)
@@ -41,19 +41,6 @@ _SQL_OPS = {
     "le": "<=",
 }
 _FLIP = {"eq": "eq", "ne": "ne", "gt": "lt", "ge": "le", "lt": "gt", "le": "ge"}
-_TYPE_NAMES = {
-    "string": "a string",
-    "number": "a number",
-    "bool": "a boolean",
-    "datetime": "a date-time",
-    "date": "a date",
-    "time": "a time of day",
-    "duration": "a duration",
-    "geometry": "a geometry",
-    "json": "a JSON value",
-    "interval": "a time interval",
-    "null": "null",
-}
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 _RFC3339_SQL = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$"
 _NOCONST = object()
@@ -68,25 +55,6 @@ _SORT_TYPES = {
     "json": "jsonb",
     "interval": "timestamptz",
 }
-
-
-class CompileError(ValueError):
-    pass
-
-
-@dataclass
-class Expr:
-    type: str
-    sql: Composable = field(default_factory=lambda: sql.SQL("NULL"))
-    const: Any = _NOCONST  # the Python value, for literals
-    geom: geo.Geometry | None = None  # a geometry literal
-    bounds: tuple[Composable, Composable] | None = None  # an interval's ends
-    obs_id: bool = False  # the id of an Observation (compared by its parts)
-    id_parts: tuple[Composable, Composable] | None = None  # (datastream id, ts)
-
-    @property
-    def is_const(self) -> bool:
-        return self.const is not _NOCONST
 
 
 @dataclass
@@ -137,10 +105,6 @@ class Context:
         return sources.source(entity, self.principal)
 
 
-def _err(message: str) -> CompileError:
-    return CompileError(message)
-
-
 # --- entry points ---------------------------------------------------------------------------
 def condition(node: f.Node, scope: Scope, ctx: Context) -> sql.Composable:
     """SQL for a ``$filter`` expression (which must be a condition)."""
@@ -153,9 +117,9 @@ def order_terms(items: list[f.OrderItem], scope: Scope, ctx: Context) -> list[sq
     for item in items:
         e = c.value(item.expr, scope, None)
         if e.type in ("geometry",):
-            raise _err("$orderby cannot sort by a geometry; sort by geo.distance(...) instead")
+            raise err("$orderby cannot sort by a geometry; sort by geo.distance(...) instead")
         if e.type == "null":
-            raise _err("$orderby cannot sort by null")
+            raise err("$orderby cannot sort by null")
         term = e.bounds[0] if e.type == "interval" and e.bounds else e.sql
         # A cast keeps a constant (TRUE, 0, ...) from being read as a column position.
         term = sql.SQL("({})::" + _SORT_TYPES[e.type]).format(term)
@@ -203,8 +167,8 @@ class _Compiler:
         bindings: list[_Binding] = []
         e = self.value(node, scope, bindings)
         if e.type != "bool":
-            raise _err(
-                f"the expression is {_TYPE_NAMES.get(e.type, e.type)}, not a condition: "
+            raise err(
+                f"the expression is {TYPE_NAMES.get(e.type, e.type)}, not a condition: "
                 "compare it (eq, ne, gt, ge, lt, le) or use a function that returns true/false"
             )
         cond = e.sql
@@ -227,10 +191,10 @@ class _Compiler:
             e = self.value(node.operand, scope, bindings)
             if node.op == "not":
                 if e.type != "bool":
-                    raise _err("'not' needs a condition")
+                    raise err("'not' needs a condition")
                 return Expr("bool", sql.SQL("(NOT coalesce({}, FALSE))").format(e.sql))
             if e.type not in ("number", "duration"):
-                raise _err(f"'-' needs a number or a duration, not {_TYPE_NAMES[e.type]}")
+                raise err(f"'-' needs a number or a duration, not {TYPE_NAMES[e.type]}")
             return Expr(e.type, sql.SQL("(- {})").format(e.sql))
         assert isinstance(node, f.Binary)
         left = self.value(node.left, scope, bindings)
@@ -239,7 +203,7 @@ class _Compiler:
             return Expr("bool", self.compare(node.op, left, right))
         if node.op in f.LOGICAL:
             if left.type != "bool" or right.type != "bool":
-                raise _err(f"'{node.op}' joins conditions, not values")
+                raise err(f"'{node.op}' joins conditions, not values")
             op = sql.SQL(" AND " if node.op == "and" else " OR ")
             return Expr("bool", sql.SQL("({})").format(op.join([left.sql, right.sql])))
         return self.arithmetic(node.op, left, right)
@@ -270,7 +234,7 @@ class _Compiler:
         head, rest = segs[0], segs[1:]
         if head in ID_NAMES:
             if rest:
-                raise _err(f"'{text}': an id has no sub-properties")
+                raise err(f"'{text}': an id has no sub-properties")
             if ent is OBSERVATION:
                 return Expr(
                     "string",
@@ -287,7 +251,7 @@ class _Compiler:
                     return Expr("json", col)
                 return Expr("json", sql.SQL("({} #> {}::text[])").format(col, self.p(list(rest))))
             if rest:
-                raise _err(f"'{text}': {ent.name}.{head} has no sub-properties")
+                raise err(f"'{text}': {ent.name}.{head} has no sub-properties")
             if prop.type == "geometry":
                 return Expr(
                     "geometry", sql.SQL("point({}, {})").format(scope.col("lon"), scope.col("lat"))
@@ -308,18 +272,18 @@ class _Compiler:
         nav = ent.nav(head)
         if nav is None:
             names = ["id", *ent.props, *ent.navs]
-            raise _err(
+            raise err(
                 f"{ent.name} has no property {head!r} (in '{text}'); its properties are: "
                 + ", ".join(names)
             )
         if not rest:
-            raise _err(
+            raise err(
                 f"'{text}' is an entity, not a value: name one of its properties, "
                 f"e.g. {head}/id or {head}/name"
             )
         target = ENTITY_TYPES[nav.target]
         if target is OBSERVATION:
-            raise _err(
+            raise err(
                 f"'{text}': conditions through Observations would read whole series; filter "
                 "Observations directly instead, e.g. /Observations?$filter=Datastream/id eq '...'"
             )
@@ -333,7 +297,7 @@ class _Compiler:
             bindings.append(_Binding(src, alias, cond))
             return self.path(rest, inner_scope, bindings, text)
         if nav.many:
-            raise _err(
+            raise err(
                 f"'{text}' goes through {head}, a collection: it has no single value to sort by"
             )
         inner = self.path(rest, inner_scope, None, text)
@@ -376,9 +340,9 @@ class _Compiler:
             hint = ""
             if {a.type, b.type} == {"datetime", "date"}:
                 hint = "; use date(...) on the date-time, or a date-time literal"
-            raise _err(f"cannot compare {_TYPE_NAMES[a.type]} with {_TYPE_NAMES[b.type]}{hint}")
+            raise err(f"cannot compare {TYPE_NAMES[a.type]} with {TYPE_NAMES[b.type]}{hint}")
         if a.type == "geometry":
-            raise _err("compare geometries with st_equals(a, b), not eq")
+            raise err("compare geometries with st_equals(a, b), not eq")
         left, right = a.sql, b.sql
         if a.type == "string":
             left = sql.SQL('{} COLLATE "C"').format(left)
@@ -388,7 +352,7 @@ class _Compiler:
         """An interval [start, end] against an instant: gt/ge on the start, lt/le on the end;
         eq holds when both ends equal it."""
         if b.type != "datetime":
-            raise _err(f"a time interval compares with a date-time, not {_TYPE_NAMES[b.type]}")
+            raise err(f"a time interval compares with a date-time, not {TYPE_NAMES[b.type]}")
         assert a.bounds is not None
         start, end = a.bounds
         if op == "eq":
@@ -429,7 +393,7 @@ class _Compiler:
             ).format(j=j, pat=self.p(_RFC3339_SQL))
             return sql.SQL("({} " + _SQL_OPS[op] + " {})").format(value, b.sql)
         if b.type not in typed:
-            raise _err(f"cannot compare a JSON value with {_TYPE_NAMES[b.type]}")
+            raise err(f"cannot compare a JSON value with {TYPE_NAMES[b.type]}")
         json_type, extract, collate = typed[b.type]
         value = sql.SQL("CASE WHEN jsonb_typeof({}) = {} THEN {} END").format(
             j, sql.Literal(json_type), extract
@@ -466,9 +430,9 @@ class _Compiler:
     def arithmetic(self, op: str, a: Expr, b: Expr) -> Expr:
         # A JSON value (a sub-property) takes part in arithmetic as a number when it is one.
         if a.type == "json" and b.type in ("number", "json"):
-            a = Expr("number", self.number(a, op))
+            a = Expr("number", functions.number(self, a, op))
         if b.type == "json" and a.type == "number":
-            b = Expr("number", self.number(b, op))
+            b = Expr("number", functions.number(self, b, op))
         types = (a.type, b.type)
         if types == ("number", "number"):
             if op == "mod":
@@ -484,174 +448,12 @@ class _Compiler:
             ("duration", "duration", "sub"): "duration",
         }.get((*types, op))
         if result is None:
-            raise _err(f"'{op}' is not defined for {_TYPE_NAMES[a.type]} and {_TYPE_NAMES[b.type]}")
+            raise err(f"'{op}' is not defined for {TYPE_NAMES[a.type]} and {TYPE_NAMES[b.type]}")
         sym = "+" if op == "add" else "-"
         return Expr(result, sql.SQL("({} " + sym + " {})").format(a.sql, b.sql))
 
-    # functions
-    def text(self, e: Expr, fn: str) -> sql.Composable:
-        if e.type == "string":
-            return e.sql
-        if e.type == "json":
-            return sql.SQL("({} #>> '{{}}')").format(e.sql)
-        if e.type in ("number", "null"):
-            return sql.SQL("({})::text").format(e.sql)
-        raise _err(f"{fn}() works on strings, not on {_TYPE_NAMES[e.type]}")
-
-    def number(self, e: Expr, fn: str) -> sql.Composable:
-        if e.type in ("number", "null"):
-            return e.sql
-        if e.type == "json":
-            return sql.SQL(
-                "CASE WHEN jsonb_typeof({j}) = 'number' THEN ({j} #>> '{{}}')::float8 END"
-            ).format(j=e.sql)
-        raise _err(f"{fn}() needs a number, not {_TYPE_NAMES[e.type]}")
-
-    def instant(self, e: Expr, fn: str, allowed: tuple[str, ...]) -> tuple[str, sql.Composable]:
-        if e.type == "datetime":
-            return "datetime", sql.SQL("({} AT TIME ZONE 'UTC')").format(e.sql)
-        if e.type in allowed:
-            return e.type, e.sql
-        want = " or ".join(_TYPE_NAMES[t] for t in ("datetime", *allowed))
-        raise _err(f"{fn}() needs {want}, not {_TYPE_NAMES[e.type]}")
-
     def call(self, name: str, args: list[Expr], node: f.Call) -> Expr:
-        S = sql.SQL
-        if name in ("substringof", "contains", "endswith", "startswith", "indexof", "concat"):
-            x, y = self.text(args[0], name), self.text(args[1], name)
-            if name == "substringof":
-                return Expr("bool", S("(strpos({}, {}) > 0)").format(y, x))
-            if name == "contains":
-                return Expr("bool", S("(strpos({}, {}) > 0)").format(x, y))
-            if name == "endswith":
-                return Expr("bool", S("(right({x}, char_length({y})) = {y})").format(x=x, y=y))
-            if name == "startswith":
-                return Expr("bool", S("starts_with({}, {})").format(x, y))
-            if name == "indexof":
-                return Expr("number", S("(strpos({}, {}) - 1)").format(x, y))
-            return Expr("string", S("concat({}, {})").format(x, y))
-        if name == "length":
-            return Expr("number", S("char_length({})").format(self.text(args[0], name)))
-        if name == "substring":
-            s = self.text(args[0], name)
-            start = S("({})::int + 1").format(self.number(args[1], name))
-            if len(args) == 2:
-                return Expr("string", S("substr({}, {})").format(s, start))
-            n = S("({})::int").format(self.number(args[2], name))
-            return Expr("string", S("substr({}, {}, {})").format(s, start, n))
-        if name in ("tolower", "toupper", "trim"):
-            sql_fn = {"tolower": "lower", "toupper": "upper", "trim": "btrim"}[name]
-            return Expr("string", S(sql_fn + "({})").format(self.text(args[0], name)))
-        if name in ("year", "month", "day"):
-            _, x = self.instant(args[0], name, ("date",))
-            return Expr("number", S("extract(" + name + " FROM {})::int").format(x))
-        if name in ("hour", "minute"):
-            _, x = self.instant(args[0], name, ("time",))
-            return Expr("number", S("extract(" + name + " FROM {})::int").format(x))
-        if name == "second":
-            _, x = self.instant(args[0], name, ("time",))
-            return Expr("number", S("floor(extract(second FROM {}))::int").format(x))
-        if name == "fractionalseconds":
-            _, x = self.instant(args[0], name, ("time",))
-            return Expr(
-                "number",
-                S("(extract(second FROM {x}) - floor(extract(second FROM {x})))::float8").format(
-                    x=x
-                ),
-            )
-        if name == "date":
-            _, x = self.instant(args[0], name, ())
-            return Expr("date", S("({})::date").format(x))
-        if name == "time":
-            _, x = self.instant(args[0], name, ())
-            return Expr("time", S("({})::time").format(x))
-        if name == "totaloffsetminutes":
-            self.instant(args[0], name, ())
-            return Expr("number", S("0"), const=0)  # meetnet keeps every instant in UTC
-        if name in ("now", "mindatetime", "maxdatetime"):
-            instant = {
-                "now": self.ctx.now,
-                "mindatetime": MIN_DATETIME,
-                "maxdatetime": MAX_DATETIME,
-            }
-            return Expr(
-                "datetime", S("{}::timestamptz").format(self.p(instant[name])), const=instant[name]
-            )
-        if name in ("round", "floor", "ceiling"):
-            x = self.number(args[0], name)
-            fn = {
-                "round": "round({}::numeric)::float8",
-                "floor": "floor({})",
-                "ceiling": "ceil({})",
-            }
-            return Expr("number", S(fn[name]).format(x))
-        if name == "geo.length":
-            g = args[0]
-            if g.type != "geometry":
-                raise _err("geo.length() needs a geometry")
-            length = geo.length(g.geom) if g.geom is not None else 0.0
-            return Expr("number", S("{}::float8").format(self.p(length)))
-        if name == "geo.distance":
-            return Expr("number", self.distance(args[0], args[1]))
-        pattern = None
-        if name == "st_relate":
-            p = args[2]
-            if not (p.is_const and isinstance(p.const, str)):
-                raise _err(
-                    "st_relate() takes the DE-9IM pattern as a string literal, e.g. 'T*F**F***'"
-                )
-            pattern = p.const
-        return Expr("bool", self.spatial(name, args[0], args[1], pattern))
-
-    def _geometries(self, fn: str, a: Expr, b: Expr) -> None:
-        for e in (a, b):
-            if e.type != "geometry":
-                raise _err(
-                    f"{fn}() compares geometries (location, feature, observedArea or a "
-                    f"geography'...' literal), not {_TYPE_NAMES[e.type]}"
-                )
-
-    def spatial(self, name: str, a: Expr, b: Expr, pattern: str | None) -> sql.Composable:
-        self._geometries(name, a, b)
-        try:
-            if a.geom is None and b.geom is None:  # two point columns
-                results = geo.relate_for(name, geo.point(0.0, 0.0), True, pattern)
-                equal = sql.SQL("({} ~= {})").format(a.sql, b.sql)
-                return spatial.by_location(results, equal, spatial.FALSE)
-            if a.geom is not None and b.geom is not None:
-                value = _literal_relation(name, a.geom, b.geom, pattern)
-                return sql.SQL("TRUE" if value else "FALSE")
-            column, lit, point_first = (a, b, True) if b.geom is not None else (b, a, False)
-            assert lit.geom is not None
-            results = geo.relate_for(name, lit.geom, point_first, pattern)
-        except geo.GeometryError as e:
-            raise _err(str(e)) from None
-        interior, boundary = spatial.location(column.sql, lit.geom, self.p)
-        return spatial.by_location(results, interior, boundary)
-
-    def distance(self, a: Expr, b: Expr) -> sql.Composable:
-        self._geometries("geo.distance", a, b)
-        if a.geom is None and b.geom is None:
-            return sql.SQL("({} <-> {})").format(a.sql, b.sql)
-        if a.geom is not None and b.geom is not None:
-            for p, g in ((a.geom, b.geom), (b.geom, a.geom)):
-                if p.kind == "Point":
-                    return sql.SQL("{}::float8").format(self.p(geo.distance(p.parts[0][0], g)))
-            raise _err("geo.distance() of two literals needs one of them to be a POINT")
-        column, lit = (a, b) if b.geom is not None else (b, a)
-        assert lit.geom is not None
-        return spatial.distance(column.sql, lit.geom, self.p)
-
-
-def _literal_relation(name: str, a: geo.Geometry, b: geo.Geometry, pattern: str | None) -> bool:
-    if a.kind == "Point":
-        return geo.relate_for(name, b, True, pattern)[geo.locate(a.parts[0][0], b)]
-    if b.kind == "Point":
-        return geo.relate_for(name, a, False, pattern)[geo.locate(b.parts[0][0], a)]
-    raise geo.GeometryError(
-        f"{name}() of two literals needs one of them to be a POINT (meetnet's geometries are "
-        "points)"
-    )
+        return functions.call(self, name, args)
 
 
 def _parse_rfc3339(text: Any) -> datetime | None:
@@ -665,3 +467,6 @@ def _parse_rfc3339(text: Any) -> datetime | None:
         return datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(UTC)
     except ValueError:
         return None
+
+
+__all__ = ["CompileError", "Context", "Expr", "Scope", "condition", "const_datetime", "order_terms"]
