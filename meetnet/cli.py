@@ -155,5 +155,37 @@ def bench_ingest(
     )
 
 
+@bench_app.command("stream")
+def bench_stream(
+    sensors: Annotated[int, typer.Option(help="Simulated sensors (5 metrics each).")] = 10_000,
+    readings: Annotated[
+        int, typer.Option(help="Readings in the workload (rounded down to whole ticks).")
+    ] = 2_000_000,
+    interval_s: Annotated[float, typer.Option(help="Seconds between a sensor's reports.")] = 60,
+    batch_records: Annotated[
+        int, typer.Option(help="Kafka records per poll batch (one record per message).")
+    ] = 20_000,
+    db: Annotated[bool, typer.Option(help="Also run the full path with the database.")] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="End with one JSON line of results.")
+    ] = False,
+) -> None:
+    """The processor's pure path on in-memory batches (readings/s per core), then with the DB."""
+    _setup_logging()
+    from meetnet.bench_stream import bench_stream as run_bench
+
+    sys.exit(
+        run_bench(
+            get_settings(),
+            sensors=max(1, sensors),
+            readings_n=max(1, readings),
+            interval_s=interval_s,
+            batch_records=max(1, batch_records),
+            db=db,
+            as_json=as_json,
+        )
+    )
+
+
 def main() -> None:
     app()

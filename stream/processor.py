@@ -3,17 +3,23 @@
 Per poll batch (one consumer in the ``meetnet-processor`` group; partitions are shared by all
 members of the group):
 
-1. decode every record value at once (Polars NDJSON), validate with expressions;
-2. write the accepted readings with one idempotent binary COPY and commit the transaction;
+1. run the pure stages at once (``stream/pipeline.py``: decode, validate, series ids, dedupe,
+   rollup deltas, COPY encoding);
+2. write the accepted readings with one idempotent binary COPY, merge their rollup deltas and
+   move ``latest`` forward, in one transaction, and commit it;
 3. produce dead letters (acks=all) for rejected readings and undecodable records, and wait;
 4. only then commit the Kafka offsets of the batch.
 
 Steps 2-4 run in a sink task while step 1 of the next batch runs (two batches in flight at
-most, handled in order), so decoding overlaps the database's work.
+most, handled in order), so the CPU work overlaps the database's work. When the sink falls
+behind (a slow or unreachable database) the polling loop pauses every partition and keeps
+polling without fetching: memory stays bounded, nothing new is consumed, and the group does
+not take the consumer for dead (``max.poll.interval.ms``). A repair task recomputes late
+rollup buckets from the raw readings (``store/rollups.py``).
 
 A crash anywhere before 4 replays the batch; the unique (series_id, ts) key makes the replay
-add nothing. Offsets are never committed for data that is not in the database or the
-dead-letter topic.
+add nothing, to the readings or to the rollups. Offsets are never committed for data that is
+not in the database or the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ import contextlib
 import logging
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -37,10 +44,23 @@ from meetnet.settings import Settings
 from meetnet.wire import Reason, dlq_headers
 from store.db import DatabaseUnavailable, aconnect
 from store.readings import ReadingsWriter
-from stream.decode import decode
-from stream.validate import Checked, Limits, check
+from store.rollups import repair_once
+from stream.pipeline import Batch, run, standard_stages
+from stream.validate import Limits
 
 log = logging.getLogger(__name__)
+
+# Errors after which the same batch is simply written again: the database is unreachable or
+# restarting (reconnect), or it rolled the transaction back (a deadlock with another
+# processor replaying the same records during a rebalance, a serialization failure).
+_RETRIABLE = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.TransactionRollback,
+    DatabaseUnavailable,
+)
+REVOKE_WAIT_S = 10.0  # on a rebalance, how long to let the batch being written finish
+PAUSED_POLL_S = 0.5  # while paused, poll (fetching nothing) at least this often
 
 
 @dataclass
@@ -48,6 +68,10 @@ class Stats:
     records: int = 0
     stored: int = 0
     duplicates: int = 0
+    late_buckets: int = 0
+    repaired_buckets: int = 0
+    dropped_on_rebalance: int = 0  # batches given up at a rebalance (replayed by the owner)
+    max_batch_readings: int = 0
     deadlettered: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
@@ -72,12 +96,24 @@ async def _put_unless_dead(
 
 @dataclass
 class _Work:
-    """A decoded, validated poll batch on its way to the database."""
+    """A prepared poll batch on its way to the database."""
 
     records: list[ConsumerRecord[bytes, bytes]]
     offsets: dict[TopicPartition, OffsetAndMetadata]
-    checked: Checked
-    undecodable: list[int]
+    batch: Batch
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, proc: Processor) -> None:
+        self.proc = proc
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.proc.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info(
+            "partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)}
+        )
 
 
 class Processor:
@@ -85,59 +121,66 @@ class Processor:
         self.s = settings
         self.clock = clock
         self.limits = Limits(settings.max_reading_age_s * 1000, settings.max_clock_skew_s * 1000)
-        self.writer = ReadingsWriter()
+        self.writer = ReadingsWriter(late_horizon_s=settings.rollup_late_horizon_s)
+        self.stages = standard_stages(self.limits, self.writer)
         self.stats = Stats()
         self._stop = asyncio.Event()
         self._conn: psycopg.AsyncConnection | None = None
+        # Prepared batches not yet handed to the sink, the sink's queue, and the batch it is
+        # writing: at most a few, see _poll_loop.
+        self._backlog: deque[_Work] = deque()
+        self._queue: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=1)
+        self._in_sink: _Work | None = None
+        self._sink_idle = asyncio.Event()
+        self._paused_since: float | None = None
 
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._backlog) + self._queue.qsize() + (self._in_sink is not None)
+
     async def run(self) -> None:
+        fetch_max = self.s.processor_fetch_max_bytes
         consumer = AIOKafkaConsumer(
-            self.s.kafka_readings_topic,
             bootstrap_servers=self.s.kafka_bootstrap,
             group_id=self.s.processor_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=fetch_max,
+            max_partition_fetch_bytes=min(4 * 1024 * 1024, fetch_max),
             fetch_max_wait_ms=50,
+            max_poll_interval_ms=self.s.processor_max_poll_interval_ms,
+            session_timeout_ms=self.s.processor_session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.s.processor_session_timeout_ms // 3),
         )
+        consumer.subscribe([self.s.kafka_readings_topic], listener=_Rebalance(self))
         producer = AIOKafkaProducer(
             bootstrap_servers=self.s.kafka_bootstrap, acks="all", linger_ms=5
         )
         await producer.start()
         await consumer.start()
         reporter = asyncio.create_task(self._report())
+        repair = asyncio.create_task(self._repair_loop())
         # Two stages: while the sink writes batch k to the database and commits its offsets,
-        # this loop polls and decodes batch k+1. The queue holds one batch, so at most two are
-        # in flight, and the sink handles them strictly in order.
-        queue: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=1)
-        sink = asyncio.create_task(self._sink(consumer, producer, queue))
+        # the polling loop prepares batch k+1. The queue holds one batch, and the sink handles
+        # them strictly in order.
+        sink = asyncio.create_task(self._sink(consumer, producer))
         sink.add_done_callback(lambda _: self._stop.set())
         try:
-            last_poll = 0.0
-            linger = self.s.processor_linger_ms / 1000
-            while not self._stop.is_set():
-                t = time.perf_counter()
-                if t - last_poll < linger:
-                    await asyncio.sleep(linger - (t - last_poll))
-                last_poll = time.perf_counter()
-                batch = await consumer.getmany(
-                    timeout_ms=self.s.processor_poll_ms, max_records=self.s.processor_max_records
-                )
-                t = self.stats.timed("poll", t)
-                if batch and not sink.done():
-                    work = self._prepare(batch)
-                    t = self.stats.timed("decode_validate", t)
-                    await _put_unless_dead(queue, work, sink)
-                    self.stats.timed("wait_for_sink", t)
-            # Drain: the sink finishes what it has, then stops.
-            await _put_unless_dead(queue, None, sink)
+            await self._poll_loop(consumer, sink)
+            # Drain: the sink finishes what was prepared, then stops.
+            while self._backlog:
+                await _put_unless_dead(self._queue, self._backlog.popleft(), sink)
+            await _put_unless_dead(self._queue, None, sink)
             await sink  # re-raises a sink failure: exit non-zero, the supervisor restarts us
         finally:
             sink.cancel()
             reporter.cancel()
+            repair.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await repair
             # Shutting down with the broker gone: aiokafka's close may surface its own tasks'
             # cancellation; neither that nor a connection error should hide a clean exit.
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -147,6 +190,88 @@ class Processor:
             if self._conn is not None:
                 await self._conn.close()
 
+    async def _poll_loop(self, consumer: AIOKafkaConsumer, sink: asyncio.Task[None]) -> None:
+        """Poll, prepare, hand over. Prepared batches wait in the backlog while the sink's
+        queue is full; then every partition is paused, so polls fetch nothing (Kafka keeps
+        the records, memory stays bounded) yet keep the consumer in its group. Only records
+        of partitions assigned by a rebalance in that state can still arrive: at most one
+        more batch per rebalance."""
+        last_poll = 0.0
+        linger = self.s.processor_linger_ms / 1000
+        while not self._stop.is_set() and not sink.done():
+            while self._backlog and not self._queue.full():
+                self._queue.put_nowait(self._backlog.popleft())
+            t = time.perf_counter()
+            if self._backlog:
+                self._pause(consumer)
+                await self._wait_for_room(sink)
+                t = self.stats.timed("wait_for_sink", t)
+                batch = await consumer.getmany(timeout_ms=0)
+            else:
+                self._resume(consumer)
+                if t - last_poll < linger:
+                    await asyncio.sleep(linger - (t - last_poll))
+                last_poll = time.perf_counter()
+                batch = await consumer.getmany(
+                    timeout_ms=self.s.processor_poll_ms, max_records=self.s.processor_max_records
+                )
+            t = self.stats.timed("poll", t)
+            if batch:
+                self._backlog.append(self._prepare(batch))
+                self.stats.timed("prepare", t)
+
+    async def _wait_for_room(self, sink: asyncio.Task[None]) -> None:
+        deadline = time.monotonic() + PAUSED_POLL_S
+        while self._queue.full() and not sink.done() and not self._stop.is_set():
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.02)
+
+    def _pause(self, consumer: AIOKafkaConsumer) -> None:
+        consumer.pause(*consumer.assignment())
+        if self._paused_since is None:
+            self._paused_since = time.monotonic()
+            log.info("database sink is behind; pausing consumption", extra=self._flight())
+
+    def _resume(self, consumer: AIOKafkaConsumer) -> None:
+        if self._paused_since is not None:
+            consumer.resume(*consumer.paused())
+            paused = time.monotonic() - self._paused_since
+            self.stats.seconds["paused"] = self.stats.seconds.get("paused", 0.0) + paused
+            self._paused_since = None
+            log.info("resuming consumption", extra={"paused_s": round(paused, 2)})
+
+    def _flight(self) -> dict[str, int]:
+        return {"in_flight_batches": self.in_flight}
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """A rebalance: positions restart from the committed offsets afterwards, so batches
+        not yet written are dropped (the new owner, maybe us, polls them again); the batch
+        being written gets a moment to finish and commit while we still own its partitions."""
+        dropped = len(self._backlog)
+        self._backlog.clear()
+        keep_sentinel = False
+        while not self._queue.empty():
+            if self._queue.get_nowait() is None:
+                keep_sentinel = True
+            else:
+                dropped += 1
+        if keep_sentinel:
+            self._queue.put_nowait(None)
+        self.stats.dropped_on_rebalance += dropped
+        if self._in_sink is not None:
+            self._sink_idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sink_idle.wait(), REVOKE_WAIT_S)
+        log.info(
+            "partitions revoked",
+            extra={
+                "partitions": sorted(tp.partition for tp in revoked),
+                "dropped_batches": dropped,
+                "writing": self._in_sink is not None,
+            },
+        )
+
     async def _db(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
             self._conn = await aconnect(self.s, app="processor")
@@ -154,53 +279,100 @@ class Processor:
 
     def _prepare(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> _Work:
         records = [r for recs in batch.values() for r in recs]
-        decoded = decode([r.value or b"" for r in records])
-        checked = check(decoded.readings, int(self.clock() * 1000), self.limits)
+        b = run(self.stages, Batch([r.value or b"" for r in records], int(self.clock() * 1000)))
         offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "") for tp, recs in batch.items()}
-        return _Work(records, offsets, checked, decoded.undecodable)
+        return _Work(records, offsets, b)
 
-    async def _sink(
-        self,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-        queue: asyncio.Queue[_Work | None],
-    ) -> None:
-        while (work := await queue.get()) is not None:
-            t = time.perf_counter()
-            await self._store(work.checked.ok)
-            t = self.stats.timed("database", t)
-            await self._deadletter(producer, work.records, work.checked.rejects, work.undecodable)
-            t = self.stats.timed("deadletter", t)
+    async def _sink(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        while (work := await self._queue.get()) is not None:
+            self._in_sink = work
             try:
-                await consumer.commit(work.offsets)
-            except (CommitFailedError, KafkaError) as e:
-                # The group rebalanced under us: the new owner replays these records, which
-                # the idempotent write turns into no-ops.
-                log.warning("offset commit failed; batch will be replayed", extra={"error": str(e)})
-            self.stats.timed("commit", t)
-            self.stats.records += len(work.records)
-            self.stats.batches += 1
+                t = time.perf_counter()
+                await self._store(work.batch)
+                t = self.stats.timed("database", t)
+                checked, decoded = work.batch.checked, work.batch.decoded
+                assert checked is not None and decoded is not None
+                await self._deadletter(producer, work.records, checked.rejects, decoded.undecodable)
+                t = self.stats.timed("deadletter", t)
+                try:
+                    await consumer.commit(work.offsets)
+                except (CommitFailedError, KafkaError) as e:
+                    # The group rebalanced under us: the new owner replays these records,
+                    # which the idempotent write turns into no-ops.
+                    log.warning(
+                        "offset commit failed; batch will be replayed", extra={"error": str(e)}
+                    )
+                self.stats.timed("commit", t)
+                self.stats.records += len(work.records)
+                self.stats.batches += 1
+            finally:
+                self._in_sink = None
+                self._sink_idle.set()
 
-    async def _store(self, ok: pl.DataFrame) -> None:
+    async def _store(self, b: Batch) -> None:
+        assert b.checked is not None
+        ok = b.checked.ok
         if ok.height == 0:
             return
+        self.stats.max_batch_readings = max(self.stats.max_batch_readings, ok.height)
         delay = 0.5
         while True:
             try:
                 conn = await self._db()
-                res = await self.writer.write(conn, ok.select("sensor", "metric", "ts_us", "value"))
+                res = await self.writer.write(
+                    conn,
+                    ok.select("sensor", "metric", "ts_us", "value"),
+                    b.now_ms * 1000,
+                    b.prepared,
+                )
                 self.stats.stored += res.inserted
                 self.stats.duplicates += ok.height - res.inserted
+                self.stats.late_buckets += res.late_buckets
                 return
-            except (psycopg.OperationalError, DatabaseUnavailable) as e:
-                # The database is down or restarting: retry the same batch; nothing is
-                # committed to Kafka meanwhile, so nothing can be lost.
-                log.warning("database unavailable; retrying", extra={"error": str(e)})
-                if self._conn is not None:
+            except _RETRIABLE as e:
+                # Retry the same batch: nothing is committed to Kafka meanwhile, so nothing can
+                # be lost, and if the lost connection had committed it, the retry is a no-op.
+                log.warning("database write failed; retrying", extra={"error": str(e).strip()})
+                if isinstance(e, psycopg.errors.TransactionRollback) and self._conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await self._conn.rollback()
+                elif self._conn is not None:
                     await self._conn.close()
                     self._conn = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
+
+    async def _repair_loop(self) -> None:
+        """Recompute queued rollup buckets every ``rollup_repair_interval_s``, on a connection
+        of its own (processors share the queue: claims skip each other's locked marks)."""
+        conn: psycopg.AsyncConnection | None = None
+        every = self.s.rollup_repair_interval_s
+        delay = every
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    if conn is None or conn.closed:
+                        conn = await aconnect(self.s, app="processor-repair")
+                    while (n := await repair_once(conn)) > 0:
+                        self.stats.repaired_buckets += n
+                    delay = every
+                except _RETRIABLE as e:
+                    log.warning("rollup repair failed; retrying", extra={"error": str(e).strip()})
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                    delay = min(max(delay * 2, 1.0), 30.0)
+                except psycopg.Error:
+                    log.exception("rollup repair failed")
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                    delay = 60.0
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
     async def _deadletter(
         self,
@@ -258,20 +430,33 @@ class Processor:
         await asyncio.gather(*futures)
 
     async def _report(self) -> None:
-        last: tuple[int, int, int] = (0, 0, 0)
+        last: tuple[int, ...] = ()
         while True:
             await asyncio.sleep(10)
-            cur = (self.stats.records, self.stats.stored, sum(self.stats.deadlettered.values()))
+            st = self.stats
+            cur = (
+                st.records,
+                st.stored,
+                sum(st.deadlettered.values()),
+                st.repaired_buckets,
+                self.in_flight,
+            )
             if cur != last:
                 log.info(
                     "processor stats",
                     extra={
-                        "records": self.stats.records,
-                        "stored": self.stats.stored,
-                        "duplicates_skipped": self.stats.duplicates,
-                        "deadlettered": dict(self.stats.deadlettered),
-                        "batches": self.stats.batches,
-                        "seconds": {k: round(v, 2) for k, v in self.stats.seconds.items()},
+                        "records": st.records,
+                        "stored": st.stored,
+                        "duplicates_skipped": st.duplicates,
+                        "deadlettered": dict(st.deadlettered),
+                        "batches": st.batches,
+                        "late_buckets": st.late_buckets,
+                        "repaired_buckets": st.repaired_buckets,
+                        "dropped_on_rebalance": st.dropped_on_rebalance,
+                        "max_batch_readings": st.max_batch_readings,
+                        "in_flight_batches": self.in_flight,
+                        "paused": self._paused_since is not None,
+                        "seconds": {k: round(v, 2) for k, v in st.seconds.items()},
                     },
                 )
                 last = cur

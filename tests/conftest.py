@@ -76,6 +76,13 @@ def migrated_db(base_settings: Settings) -> str:
 # Every table a test may fill (the registry's change counter, registry_state, stays).
 DATA_TABLES = (
     "readings",
+    "rollups_1m",
+    "rollups_15m",
+    "rollups_1h",
+    "rollups_1d",
+    "rollups_1d_local",
+    "latest",
+    "rollup_dirty",
     "series",
     "api_keys",
     "device_credentials",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import polars as pl
 import psycopg
 from aiokafka import AIOKafkaConsumer
 
@@ -201,3 +202,100 @@ def register_sensors(
             " ON CONFLICT DO NOTHING",
             (municipality, type_id, gateway, visibility, list(sensor_ids)),
         )
+
+
+# --- rollups: the invariant, checked against an independent from-scratch aggregation --------
+# TimescaleDB's time_bucket (not the code under test's date_bin/date_trunc) puts each raw
+# reading in its bucket; first/last come from array_agg ordered by ts.
+_SCRATCH_BUCKETS = {
+    "rollups_1m": "time_bucket(INTERVAL '1 minute', ts)",
+    "rollups_15m": "time_bucket(INTERVAL '15 minutes', ts)",
+    "rollups_1h": "time_bucket(INTERVAL '1 hour', ts)",
+    "rollups_1d": "time_bucket(INTERVAL '1 day', ts)",
+    "rollups_1d_local": "time_bucket(INTERVAL '1 day', ts, 'Europe/Brussels')",
+}
+_ROLLUP_COLS = (
+    "series_id, bucket, count, sum, mean, m2, min, max, first_ts, first_value, last_ts, last_value"
+)
+
+
+def _frame(conn: psycopg.Connection, query: str) -> pl.DataFrame:
+    cur = conn.execute(query)
+    names = [d.name for d in cur.description or []]
+    return pl.DataFrame(cur.fetchall(), schema=names, orient="row", infer_schema_length=None)
+
+
+def rollup_mismatches(conn: psycopg.Connection, *, rel: float = 1e-9) -> list[str]:
+    """Every difference between the rollup tables (and ``latest``) and the same aggregation
+    computed from scratch over ``readings``: count, min, max, first and last exactly; sum,
+    mean and the standard deviation within ``rel`` (relative, scaled by the magnitude of the
+    values, since float sums depend on the order of addition)."""
+    problems: list[str] = []
+    for table, bucket in _SCRATCH_BUCKETS.items():
+        want = _frame(
+            conn,
+            f"SELECT series_id, {bucket} AS bucket, count(*) AS count, sum(value) AS sum, "
+            "avg(value) AS mean, var_pop(value) * count(*) AS m2, min(value) AS min, "
+            "max(value) AS max, min(ts) AS first_ts, "
+            "(array_agg(value ORDER BY ts))[1] AS first_value, max(ts) AS last_ts, "
+            "(array_agg(value ORDER BY ts DESC))[1] AS last_value "
+            "FROM readings GROUP BY 1, 2",
+        )
+        got = _frame(conn, f"SELECT {_ROLLUP_COLS} FROM {table}")
+        if want.height == 0 and got.height == 0:
+            continue
+        j = want.join(got, on=["series_id", "bucket"], how="full", suffix="_got", coalesce=True)
+        missing = j.filter(pl.col("count_got").is_null())
+        extra = j.filter(pl.col("count").is_null())
+        if missing.height:
+            problems.append(f"{table}: {missing.height} buckets missing, e.g. {missing.row(0)}")
+        if extra.height:
+            problems.append(f"{table}: {extra.height} buckets without readings: {extra.row(0)}")
+        both = j.filter(pl.col("count").is_not_null() & pl.col("count_got").is_not_null())
+        for col in ("count", "min", "max", "first_ts", "first_value", "last_ts", "last_value"):
+            bad = both.filter(pl.col(col) != pl.col(f"{col}_got"))
+            if bad.height:
+                problems.append(
+                    f"{table}.{col}: {bad.height} buckets differ, e.g. "
+                    f"{bad.select('series_id', 'bucket', col, f'{col}_got').row(0)}"
+                )
+        scale = pl.max_horizontal(pl.col("min").abs(), pl.col("max").abs(), pl.lit(1.0))
+        checks = {
+            "sum": (pl.col("sum"), pl.col("sum_got"), scale * pl.col("count")),
+            "mean": (pl.col("mean"), pl.col("mean_got"), scale),
+            "stddev": (
+                (pl.col("m2") / pl.col("count")).sqrt(),
+                (pl.col("m2_got") / pl.col("count_got")).sqrt(),
+                scale,
+            ),
+        }
+        for name, (a, b, mag) in checks.items():
+            bad = both.filter((a - b).abs() > rel * mag)
+            if bad.height:
+                problems.append(
+                    f"{table}.{name}: {bad.height} buckets off by more than {rel:g}, e.g. "
+                    f"{bad.select('series_id', 'bucket', a.alias('want'), b.alias('got')).row(0)}"
+                )
+    want_latest = _frame(
+        conn,
+        "SELECT DISTINCT ON (series_id) series_id, ts, value FROM readings "
+        "ORDER BY series_id, ts DESC",
+    )
+    got_latest = _frame(conn, "SELECT series_id, ts, value FROM latest")
+    diff = want_latest.join(got_latest, on="series_id", how="full", coalesce=True).filter(
+        (pl.col("ts") != pl.col("ts_right")).fill_null(True)
+        | (pl.col("value") != pl.col("value_right")).fill_null(True)
+    )
+    if diff.height:
+        problems.append(f"latest: {diff.height} series differ, e.g. {diff.row(0)}")
+    return problems
+
+
+def assert_rollups_match_raw(conn: psycopg.Connection) -> None:
+    problems = rollup_mismatches(conn)
+    assert not problems, "rollups differ from the raw readings:\n" + "\n".join(problems)
+
+
+def pending_repairs(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()
+    return int(row[0]) if row else 0
