@@ -21,8 +21,8 @@ left without readings are deleted before the commit, so nobody ever sees them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -292,3 +292,57 @@ async def mark_range(
             cur = await conn.execute(_mark_range_sql(level, series is not None), params)
             total += max(cur.rowcount, 0)
     return total
+
+
+async def repair_all(conn: psycopg.AsyncConnection, limit: int = 5000) -> int:
+    """Run repairs until nothing is queued; return the buckets recomputed."""
+    total = 0
+    while (n := await repair_once(conn, limit)) > 0:
+        total += n
+    return total
+
+
+async def rebuild(
+    conn: psycopg.AsyncConnection,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    series: Sequence[int] | None = None,
+    progress: Callable[[datetime, datetime, int], None] | None = None,
+) -> int:
+    """Recompute every rollup bucket in [since, until) from the raw readings, one UTC day at a
+    time (each day its own transactions), safely while processors write. Without bounds: the
+    whole time range of the readings and rollups. ``since``/``until`` must be time-zone aware.
+    Returns the buckets recomputed."""
+    if since is None or until is None:
+        lo, hi = await _time_range(conn, series)
+        if lo is None or hi is None:
+            return 0
+        since = since or lo
+        until = until or hi + timedelta(microseconds=1)
+    since = since.astimezone(UTC)
+    t = since.replace(hour=0, minute=0, second=0, microsecond=0)
+    total = 0
+    while t < until:
+        end = min(t + timedelta(days=1), until)
+        await mark_range(conn, max(t, since), end, series)
+        total += await repair_all(conn)
+        if progress is not None:
+            progress(t, end, total)
+        t = end
+    return total
+
+
+async def _time_range(
+    conn: psycopg.AsyncConnection, series: Sequence[int] | None
+) -> tuple[datetime | None, datetime | None]:
+    only = sql.SQL(" WHERE series_id = ANY(%(series)s)") if series is not None else sql.SQL("")
+    parts = [sql.SQL("SELECT min(ts) AS lo, max(ts) AS hi FROM readings{}").format(only)]
+    parts += [
+        sql.SQL("SELECT min(bucket), max(bucket) FROM {}{}").format(sql.Identifier(lv.table), only)
+        for lv in LEVELS
+    ]
+    q = sql.SQL("SELECT min(lo), max(hi) FROM ({}) AS t").format(sql.SQL(" UNION ALL ").join(parts))
+    cur = await conn.execute(q, {"series": list(series or [])})
+    row = await cur.fetchone()
+    await conn.commit()
+    return (row[0], row[1]) if row else (None, None)
