@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -18,8 +19,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+rollups_app = typer.Typer(help="Rollup tables.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
+app.add_typer(rollups_app, name="rollups")
 
 
 class Mode(StrEnum):
@@ -58,6 +61,64 @@ def db_migrate() -> None:
     with connect(get_settings(), app="migrate", autocommit=True) as conn:
         done = migrate(conn)
     typer.echo(f"applied {len(done)} migration(s)" if done else "schema is up to date")
+
+
+def _instant(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    from meetnet.wire import to_epoch_ms
+
+    try:
+        ms = to_epoch_ms(int(value) if value.isdigit() else value)
+    except ValueError:
+        raise typer.BadParameter(
+            "expected RFC 3339 with an offset (2026-11-29T00:00:00Z) or epoch milliseconds",
+            param_hint=option,
+        ) from None
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@rollups_app.command("rebuild")
+def rollups_rebuild(
+    since: Annotated[
+        str | None, typer.Option(help="Start (RFC 3339 with offset); default: the oldest data.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="End, exclusive; default: after the newest data.")
+    ] = None,
+    sensor: Annotated[
+        list[str] | None, typer.Option(help="Only this sensor's series (repeatable).")
+    ] = None,
+) -> None:
+    """Recompute rollup buckets from the raw readings (safe while processors run)."""
+    _setup_logging()
+    start, end = _instant(since, "--since"), _instant(until, "--until")
+    if start and end and start >= end:
+        raise typer.BadParameter("--since must be before --until")
+    import asyncio
+
+    from store.db import aconnect
+    from store.rollups import rebuild
+
+    async def _run() -> int:
+        async with await aconnect(get_settings(), app="rollups-rebuild") as conn:
+            series = None
+            if sensor:
+                cur = await conn.execute(
+                    "SELECT series_id FROM series WHERE sensor_id = ANY(%s)", (sensor,)
+                )
+                series = [r[0] for r in await cur.fetchall()]
+                await conn.commit()
+                if not series:
+                    raise typer.BadParameter(f"no series for sensor(s) {', '.join(sensor)}")
+
+            def progress(t: datetime, _end: datetime, n: int) -> None:
+                typer.echo(f"{t:%Y-%m-%d}: {n} bucket(s) recomputed so far", err=True)
+
+            return await rebuild(conn, start, end, series, progress)
+
+    n = asyncio.run(_run())
+    typer.echo(f"recomputed {n} rollup bucket(s)")
 
 
 @app.command()

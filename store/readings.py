@@ -20,12 +20,13 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 import psycopg
 from psycopg import errors
 
 from store import rollups
-from store.copy import decode_readings, encode_readings
+from store.copy import decode_readings, readings_rows, write_rows
 from stream.rollups import Deltas, Rows, deltas, sort_unique
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Prepared:
     deltas (valid when every row gets inserted, i.e. on the fast path)."""
 
     rows: Rows
-    copy: bytes
+    copy: np.ndarray  # binary COPY tuples of rows (store.copy.readings_rows)
     deltas: Deltas
 
 
@@ -102,7 +103,7 @@ def prepare_rows(series_id: pl.Series, ts_us: pl.Series, value: pl.Series) -> Pr
     """Sort and deduplicate (first one in batch order wins, as in the database), encode the
     COPY, compute the rollup deltas. Pure CPU work."""
     rows = sort_unique(series_id.to_numpy(), ts_us.to_numpy(), value.to_numpy())
-    return Prepared(rows, encode_readings(rows.series_id, rows.ts_us, rows.value), deltas(rows))
+    return Prepared(rows, readings_rows(rows.series_id, rows.ts_us, rows.value), deltas(rows))
 
 
 class ReadingsWriter:
@@ -151,7 +152,7 @@ class ReadingsWriter:
                 try:
                     # A savepoint: a conflict undoes only the COPY.
                     async with conn.transaction(), conn.cursor().copy(_COPY_READINGS) as cp:
-                        await cp.write(p.copy)
+                        await write_rows(cp, p.copy)
                 except errors.UniqueViolation:
                     self._merge_until = time.monotonic() + self._merge_window_s
                     log.info("replayed readings detected; merging duplicates away")
@@ -162,10 +163,10 @@ class ReadingsWriter:
             late = await rollups.apply(conn, deltas(inserted), late_before_us)
         return WriteResult(n, len(inserted), "merge", late)
 
-    async def _merge(self, conn: psycopg.AsyncConnection, buf: bytes) -> Rows:
+    async def _merge(self, conn: psycopg.AsyncConnection, copy: np.ndarray) -> Rows:
         """Insert what is new of the batch; return exactly the rows inserted."""
         async with conn.cursor().copy(_COPY_STAGE) as cp:
-            await cp.write(buf)
+            await write_rows(cp, copy)
         out = bytearray()
         async with conn.cursor().copy(_MERGE) as cp:
             async for chunk in cp:

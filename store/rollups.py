@@ -24,10 +24,11 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
-from store.copy import encode_columns
+from store.copy import column_rows, write_rows
 from stream.rollups import LEVELS, LOCAL_TZ, Deltas, Level
 
 log = logging.getLogger(__name__)
@@ -119,16 +120,16 @@ _LATEST = sql.SQL(
 APPLY_SQL = sql.SQL("; ").join([*(_merge_level(lv) for lv in LEVELS), _MARK_LATE, _LATEST])
 
 
-def encode_stage(d: Deltas, late_before_us: int) -> tuple[bytes, int]:
-    """Binary COPY of the stage rows and how many are late: a bucket's delta is late when it
-    holds a reading older than ``late_before_us`` (its first_ts)."""
+def encode_stage(d: Deltas, late_before_us: int) -> tuple[np.ndarray, int]:
+    """Binary COPY tuples of the stage rows and how many are late: a bucket's delta is late
+    when it holds a reading older than ``late_before_us`` (its first_ts)."""
     blocks: list[dict[str, object]] = []
     late = 0
     for i, state in enumerate(d.levels):
         is_late = state["first_ts"] < late_before_us
         late += int(is_late.sum())
         blocks.append({**state, "level": i, "late": is_late})
-    return encode_columns(_STAGE_TYPES, blocks), late
+    return column_rows(_STAGE_TYPES, blocks), late
 
 
 async def apply(conn: psycopg.AsyncConnection, deltas: Deltas, late_before_us: int) -> int:
@@ -137,9 +138,9 @@ async def apply(conn: psycopg.AsyncConnection, deltas: Deltas, late_before_us: i
     connection)."""
     if len(deltas) == 0:
         return 0
-    buf, late = encode_stage(deltas, late_before_us)
+    rows, late = encode_stage(deltas, late_before_us)
     async with conn.cursor().copy(_COPY_STAGE) as cp:
-        await cp.write(buf)
+        await write_rows(cp, rows)
     await conn.execute(APPLY_SQL)
     return late
 

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from store.copy import encode_readings
+from store.copy import readings_rows
 from store.readings import Prepared, ReadingsWriter
 from stream.decode import Decoded, decode
 from stream.rollups import Deltas, Rows, deltas, sort_unique
@@ -38,7 +39,7 @@ class Batch:
     series_id: pl.Series | None = None  # aligned with checked.ok; None if a series is unknown
     rows: Rows | None = None
     deltas: Deltas | None = None
-    copy: bytes | None = None
+    copy: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # outputs of stages added later
 
     @property
@@ -86,7 +87,7 @@ def standard_stages(limits: Limits, writer: ReadingsWriter) -> list[Stage]:
 
     def _encode(b: Batch) -> None:
         if b.rows is not None:
-            b.copy = encode_readings(b.rows.series_id, b.rows.ts_us, b.rows.value)
+            b.copy = readings_rows(b.rows.series_id, b.rows.ts_us, b.rows.value)
 
     return [
         Stage("decode", _decode),
