@@ -248,6 +248,8 @@ class Processor:
         """A rebalance: positions restart from the committed offsets afterwards, so batches
         not yet written are dropped (the new owner, maybe us, polls them again); the batch
         being written gets a moment to finish and commit while we still own its partitions."""
+        if not revoked:  # the first join of the group: nothing was ours
+            return
         dropped = len(self._backlog)
         self._backlog.clear()
         keep_sentinel = False

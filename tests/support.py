@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import paho.mqtt.client as mqtt
 import polars as pl
 import psycopg
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from meetnet import procs
 from meetnet.settings import Settings
@@ -299,3 +304,157 @@ def assert_rollups_match_raw(conn: psycopg.Connection) -> None:
 def pending_repairs(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()
     return int(row[0]) if row else 0
+
+
+# --- driving a processor directly through Kafka ------------------------------------------
+def readings_record(sensor: str, readings: list[dict[str, Any]], rx: int = 0) -> bytes:
+    """A readings record value exactly as the gateway builds it."""
+    from meetnet.wire import encode_record
+
+    return encode_record(sensor, rx, readings)  # type: ignore[arg-type]
+
+
+def produce(s: Settings, records: Iterable[tuple[str, bytes]]) -> int:
+    """Produce (key, value) records to the readings topic, acks=all; wait for all."""
+
+    async def _go() -> int:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap, acks="all", max_request_size=8 * 1024 * 1024
+        )
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(s.kafka_readings_topic, v, key=k.encode()) for k, v in records
+            ]
+            await asyncio.gather(*futures)
+            return len(futures)
+        finally:
+            await producer.stop()
+
+    return asyncio.run(_go())
+
+
+def kafka_offsets(s: Settings) -> tuple[dict[int, int], dict[int, int]]:
+    """(end offset, offset committed by the processors' group) per readings partition."""
+
+    async def _go() -> tuple[dict[int, int], dict[int, int]]:
+        c = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.processor_group,
+            enable_auto_commit=False,
+        )
+        await c.start()
+        try:
+            await c.topics()
+            tps = [
+                TopicPartition(s.kafka_readings_topic, p)
+                for p in sorted(c.partitions_for_topic(s.kafka_readings_topic) or ())
+            ]
+            ends = await c.end_offsets(tps)
+            done = {tp.partition: (await c.committed(tp)) or 0 for tp in tps}
+            return {tp.partition: ends[tp] for tp in tps}, done
+        finally:
+            await c.stop()
+
+    return asyncio.run(_go())
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def stored_keys(conn: psycopg.Connection) -> dict[tuple[str, str, int], float]:
+    """(sensor, metric, epoch µs) -> value of every stored reading."""
+    rows = conn.execute(
+        "SELECT s.sensor_id, s.metric, "
+        "(extract(epoch FROM r.ts) * 1000000)::bigint, r.value "
+        "FROM readings r JOIN series s USING (series_id)"
+    ).fetchall()
+    return {(a, b, int(c)): float(d) for a, b, c, d in rows}
+
+
+class TcpProxy:
+    """A TCP forwarder in front of a server (PostgreSQL, in the tests), to take it away from a
+    client without stopping it for everyone else: ``cut()`` drops every open connection and
+    refuses new ones until ``restore()``; ``delay_s`` holds each forwarded chunk back."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.delay_s = 0.0
+        self.down = False
+        self.refused = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def url(self, dsn: str) -> str:
+        """``dsn`` (postgresql://user:pw@host:port/db) pointed at the proxy."""
+        parts = urlsplit(dsn)
+        netloc = parts.netloc.rsplit("@", 1)
+        auth = netloc[0] + "@" if len(netloc) == 2 else ""
+        return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{self.port}"))
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.down:
+                self.refused += 1
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._socks |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            with self._lock:
+                self._socks -= {src, dst}
+
+    def cut(self) -> None:
+        self.down = True
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def restore(self) -> None:
+        self.down = False
+
+    def close(self) -> None:
+        self._stop.set()
+        self.cut()
+        self.server.close()
+        self._thread.join(timeout=2)
