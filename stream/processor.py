@@ -482,6 +482,9 @@ def main(settings: Settings) -> None:
                 "records": proc.stats.records,
                 "stored": proc.stats.stored,
                 "batches": proc.stats.batches,
+                "max_batch_readings": proc.stats.max_batch_readings,
+                "late_buckets": proc.stats.late_buckets,
+                "repaired_buckets": proc.stats.repaired_buckets,
                 "seconds": {k: round(v, 2) for k, v in proc.stats.seconds.items()},
             },
         )
