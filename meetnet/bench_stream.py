@@ -18,7 +18,9 @@ end just before the start of the run, so no reading is late.
    (raw COPY, rollups, latest; one transaction per batch), with the processor's overlap: one
    task prepares batch k+1 while another writes batch k. Series ``bench-<run>-<n>`` are
    created on the first batch (included in the time) and everything of theirs (readings,
-   rollups, latest, series) is deleted at the end.
+   rollups, latest, series) is deleted at the end. For scale, the raw binary-COPY ceiling of
+   as many rows (``meetnet.bench.copy_ceiling``: readings only, no rollups, into an empty
+   twin table) is measured afterwards on the same database.
 
 With ``--json`` the last line of stdout is one JSON object with ``readings_per_s_per_core``,
 ``peak_rss_mb``, ``db_readings_per_s`` and the breakdown.
@@ -43,7 +45,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from meetnet.bench import _cpu_seconds, _db_backend_pids
+from meetnet.bench import _cpu_seconds, _db_backend_pids, copy_ceiling
 from meetnet.settings import Settings
 from meetnet.wire import check_message
 from simulators.model import METRICS, Encoder, make_fleet
@@ -169,6 +171,12 @@ async def full_path(
     }
 
 
+def raw_copy_ceiling(s: Settings, n: int, n_series: int, run_id: str) -> float:
+    """Readings/s of the bare raw COPY (no rollups) of as many rows, on the same database."""
+    with psycopg.connect(s.dsn, autocommit=True) as conn:
+        return copy_ceiling(conn, n, n_series, f"stream_{run_id}")
+
+
 def _backend_cpu(s: Settings) -> float:
     with psycopg.connect(s.dsn, autocommit=True) as c:
         return sum(_cpu_seconds(p) for p in _db_backend_pids(c, "meetnet-bench-stream"))
@@ -238,6 +246,10 @@ def bench_stream(
             result.update(asyncio.run(full_path(settings, batches, now_ms, console)))
         finally:
             cleanup(settings, run_id)
+        console.print("raw COPY ceiling (readings only, no rollups) on the same database ...")
+        ceiling = raw_copy_ceiling(settings, result["readings"], sensors * len(METRICS), run_id)
+        result["raw_copy_ceiling_per_s"] = round(ceiling)
+        result["db_ratio_to_raw_copy"] = round(result["db_readings_per_s"] / ceiling, 3)
     else:
         result["db_readings_per_s"] = None
     _print(result, console)
@@ -263,5 +275,10 @@ def _print(r: dict[str, Any], console: Console) -> None:
             "full path with DB",
             f"{r['db_readings_per_s']:,} readings/s ({r['db_wall_s']} s; writer "
             f"{r['db_write_s']} s; PostgreSQL CPU {r['postgres_cpu_s']} s)",
+        )
+        t.add_row(
+            "raw COPY ceiling",
+            f"{r['raw_copy_ceiling_per_s']:,} readings/s without rollups "
+            f"(ratio {r['db_ratio_to_raw_copy']})",
         )
     console.print(t)
