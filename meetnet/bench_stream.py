@@ -240,6 +240,7 @@ def bench_stream(
     console.print("pure path (decode -> validate -> series -> dedupe -> rollups -> encode) ...")
     result.update(pure_path(batches, now_ms, run_id, sensors))
     result["peak_rss_mb"] = round(_rss_mb(), 1)
+    result["pipeline_rss_growth_mb"] = round(result["peak_rss_mb"] - result["rss_before_mb"], 1)
     if db:
         console.print("full path with the database ...")
         try:
