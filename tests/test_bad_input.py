@@ -131,7 +131,8 @@ def test_a_million_readings_of_one_sensor_are_stored_exactly_with_bounded_memory
     biggest = max(int(x) for x in re.findall(r"max_batch_readings=(\d+)", log))
     # A fetch holds at most 8 MiB of records (~90,000 of these lines) whatever the burst.
     assert biggest <= 8 * 1024 * 1024 // 80, biggest
-    assert max(samples) < 600, f"processor RSS peaked at {max(samples):.0f} MB"
+    print(f"processor RSS peaked at {max(samples):.0f} MB; largest batch {biggest} readings")
+    assert max(samples) < 400, f"processor RSS peaked at {max(samples):.0f} MB"
     assert "late_buckets=0" not in log.split("processor stopped")[-1]
     assert_rollups_match_raw(db)
 
