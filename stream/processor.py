@@ -60,6 +60,7 @@ _RETRIABLE = (
     DatabaseUnavailable,
 )
 REVOKE_WAIT_S = 10.0  # on a rebalance, how long to let the batch being written finish
+PAUSE_AFTER_S = 5.0  # the sink has been behind this long: pause the partitions
 PAUSED_POLL_S = 0.5  # while paused, poll (fetching nothing) at least this often
 
 
@@ -132,6 +133,7 @@ class Processor:
         self._queue: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=1)
         self._in_sink: _Work | None = None
         self._sink_idle = asyncio.Event()
+        self._taken = asyncio.Event()  # the sink took a batch from the queue
         self._paused_since: float | None = None
 
     def stop(self) -> None:
@@ -191,21 +193,29 @@ class Processor:
                 await self._conn.close()
 
     async def _poll_loop(self, consumer: AIOKafkaConsumer, sink: asyncio.Task[None]) -> None:
-        """Poll, prepare, hand over. Prepared batches wait in the backlog while the sink's
-        queue is full; then every partition is paused, so polls fetch nothing (Kafka keeps
-        the records, memory stays bounded) yet keep the consumer in its group. Only records
-        of partitions assigned by a rebalance in that state can still arrive: at most one
-        more batch per rebalance."""
+        """Poll, prepare, hand over. A prepared batch waits in the backlog while the sink's
+        queue is full. If that lasts (a slow or unreachable database), every partition is
+        paused and polled without fetching: Kafka keeps the records, memory stays bounded,
+        and the consumer stays in its group (max.poll.interval.ms). Only records of
+        partitions assigned by a rebalance in that state can still arrive: at most one more
+        batch per rebalance."""
         last_poll = 0.0
         linger = self.s.processor_linger_ms / 1000
+        # How long to wait for the sink before pausing: far below max.poll.interval.ms, and
+        # above the time a healthy database takes for a batch (no pause/resume churn, which
+        # would also drop aiokafka's prefetched records).
+        hold = min(PAUSE_AFTER_S, self.s.processor_max_poll_interval_ms / 1000 / 4)
         while not self._stop.is_set() and not sink.done():
             while self._backlog and not self._queue.full():
                 self._queue.put_nowait(self._backlog.popleft())
             t = time.perf_counter()
             if self._backlog:
-                self._pause(consumer)
-                await self._wait_for_room(sink)
+                paused = self._paused_since is not None
+                room = await self._wait_for_room(sink, PAUSED_POLL_S if paused else hold)
                 t = self.stats.timed("wait_for_sink", t)
+                if room:
+                    continue
+                self._pause(consumer)
                 batch = await consumer.getmany(timeout_ms=0)
             else:
                 self._resume(consumer)
@@ -220,12 +230,17 @@ class Processor:
                 self._backlog.append(self._prepare(batch))
                 self.stats.timed("prepare", t)
 
-    async def _wait_for_room(self, sink: asyncio.Task[None]) -> None:
-        deadline = time.monotonic() + PAUSED_POLL_S
+    async def _wait_for_room(self, sink: asyncio.Task[None], timeout: float) -> bool:
+        """True once the sink's queue has room (or the loop is to end), False after timeout."""
+        deadline = time.monotonic() + timeout
         while self._queue.full() and not sink.done() and not self._stop.is_set():
-            if time.monotonic() >= deadline:
-                return
-            await asyncio.sleep(0.02)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._taken.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._taken.wait(), min(left, 0.1))
+        return True
 
     def _pause(self, consumer: AIOKafkaConsumer) -> None:
         consumer.pause(*consumer.assignment())
@@ -287,6 +302,7 @@ class Processor:
 
     async def _sink(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         while (work := await self._queue.get()) is not None:
+            self._taken.set()
             self._in_sink = work
             try:
                 t = time.perf_counter()
