@@ -9,7 +9,8 @@ values are byte for byte what the gateway puts on Kafka. They are cut into poll 
 end just before the start of the run, so no reading is late.
 
 1. **Pure path**: the processor's stages (``stream.pipeline.standard_stages``: decode,
-   validate, series ids from a warm in-memory cache, dedupe, rollup deltas, COPY encoding) on
+   validate -- with the registry check against in-memory registry frames that know the
+   sensors --, series ids from a warm in-memory cache, dedupe, rollup deltas, COPY encoding) on
    every batch, in memory, no I/O. Readings/s per core = readings / CPU seconds of the process
    (``time.process_time``, all threads, so Polars' worker threads count); also per stage,
    the wall-clock rate and the number of threads Polars may use. One batch is run first,
@@ -53,7 +54,7 @@ from store.db import aconnect
 from store.readings import ReadingsWriter
 from stream.pipeline import Batch, run, standard_stages
 from stream.rollups import LEVELS
-from stream.validate import Limits
+from stream.validate import Limits, Registry
 
 PREFIX = "bench"
 
@@ -102,10 +103,20 @@ def _warm_cache(writer: ReadingsWriter, run_id: str, sensors: int) -> None:
     )
 
 
+def _registry(run_id: str, sensors: int) -> Registry:
+    """The registry frames of a processor that knows these sensors and their metrics."""
+    ids = [f"bench-{run_id}-{i:05d}" for i in range(sensors)]
+    pairs = pl.DataFrame(
+        {"sensor": [s for s in ids for _ in METRICS], "metric": [m for _ in ids for m in METRICS]}
+    )
+    return Registry.build(pl.DataFrame({"sensor": ids}), pairs)
+
+
 def pure_path(batches: list[list[bytes]], now_ms: int, run_id: str, sensors: int) -> dict:
     writer = ReadingsWriter()
     _warm_cache(writer, run_id, sensors)
-    stages = standard_stages(Limits(90 * 86400 * 1000, 600_000), writer)
+    registry = _registry(run_id, sensors)
+    stages = standard_stages(Limits(90 * 86400 * 1000, 600_000), writer, lambda: registry)
     run(stages, Batch(batches[0], now_ms))  # warm-up, untimed
     rss0 = _rss_mb()
     seconds: dict[str, float] = {}
@@ -131,10 +142,17 @@ def pure_path(batches: list[list[bytes]], now_ms: int, run_id: str, sensors: int
 
 
 async def full_path(
-    s: Settings, batches: list[list[bytes]], now_ms: int, console: Console
+    s: Settings,
+    batches: list[list[bytes]],
+    now_ms: int,
+    run_id: str,
+    sensors: int,
+    console: Console,
 ) -> dict[str, Any]:
     writer = ReadingsWriter(late_horizon_s=s.rollup_late_horizon_s)
-    stages = standard_stages(Limits(s.max_reading_age_s * 1000, s.max_clock_skew_s * 1000), writer)
+    limits = Limits(s.max_reading_age_s * 1000, s.max_clock_skew_s * 1000)
+    registry = _registry(run_id, sensors)
+    stages = standard_stages(limits, writer, lambda: registry)
     conn = await aconnect(s, app="bench-stream")
     queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
     stored = 0
@@ -244,7 +262,9 @@ def bench_stream(
     if db:
         console.print("full path with the database ...")
         try:
-            result.update(asyncio.run(full_path(settings, batches, now_ms, console)))
+            result.update(
+                asyncio.run(full_path(settings, batches, now_ms, run_id, sensors, console))
+            )
         finally:
             cleanup(settings, run_id)
         console.print("raw COPY ceiling (readings only, no rollups) on the same database ...")

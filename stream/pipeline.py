@@ -27,7 +27,7 @@ from store.copy import readings_rows
 from store.readings import Prepared, ReadingsWriter
 from stream.decode import Decoded, decode
 from stream.rollups import Deltas, Rows, deltas, sort_unique
-from stream.validate import Checked, Limits, check
+from stream.validate import Checked, Limits, Registry, check
 
 
 @dataclass
@@ -60,13 +60,20 @@ def _accepted(b: Batch) -> pl.DataFrame:
     return b.checked.ok
 
 
-def standard_stages(limits: Limits, writer: ReadingsWriter) -> list[Stage]:
+def standard_stages(
+    limits: Limits,
+    writer: ReadingsWriter,
+    registry: Callable[[], Registry | None] = lambda: None,
+) -> list[Stage]:
+    """The processor's stages. ``registry`` gives the current registry frames (None: every
+    sensor and metric is accepted, as in tools and tests without a registry)."""
+
     def _decode(b: Batch) -> None:
         b.decoded = decode(b.values)
 
     def _validate(b: Batch) -> None:
         assert b.decoded is not None
-        b.checked = check(b.decoded.readings, b.now_ms, limits)
+        b.checked = check(b.decoded.readings, b.now_ms, limits, registry())
 
     def _series(b: Batch) -> None:
         ok = _accepted(b)

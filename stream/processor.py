@@ -36,17 +36,19 @@ from dataclasses import dataclass, field
 import polars as pl
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from meetnet import health
 from meetnet.settings import Settings
 from meetnet.wire import Reason, dlq_headers
+from store.catalog import RegistryCache
 from store.db import DatabaseUnavailable, aconnect
 from store.readings import ReadingsWriter
 from store.rollups import repair_once
+from stream.assignment import Assignment
 from stream.pipeline import Batch, run, standard_stages
-from stream.validate import Limits
+from stream.validate import Limits, Registry, registry_misses
 
 log = logging.getLogger(__name__)
 
@@ -104,29 +106,20 @@ class _Work:
     batch: Batch
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, proc: Processor) -> None:
-        self.proc = proc
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.proc.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info(
-            "partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)}
-        )
-
-
 class Processor:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.s = settings
         self.clock = clock
         self.limits = Limits(settings.max_reading_age_s * 1000, settings.max_clock_skew_s * 1000)
         self.writer = ReadingsWriter(late_horizon_s=settings.rollup_late_horizon_s)
-        self.stages = standard_stages(self.limits, self.writer)
+        self.stages = standard_stages(self.limits, self.writer, self._frames)
         self.stats = Stats()
         self._stop = asyncio.Event()
         self._conn: psycopg.AsyncConnection | None = None
+        self.assignment: Assignment | None = None
+        self._db_error: str | None = None  # health: why the last database write failed
+        self.registry = RegistryCache(settings, app="processor-registry")
+        self._registry: tuple[int, Registry] | None = None
         # Prepared batches not yet handed to the sink, the sink's queue, and the batch it is
         # writing: at most a few, see _poll_loop.
         self._backlog: deque[_Work] = deque()
@@ -143,7 +136,33 @@ class Processor:
     def in_flight(self) -> int:
         return len(self._backlog) + self._queue.qsize() + (self._in_sink is not None)
 
+    def probe(self) -> health.Probe:
+        """Liveness and readiness for meetnet/health.py."""
+        a = self.assignment
+        assigned = a.partitions if a is not None else None
+        return health.Probe(
+            "processor",
+            alive=not self._stop.is_set(),
+            checks={
+                "kafka_group": health.check(assigned is not None, "no assignment from the group"),
+                "database": health.check(self._db_error is None, self._db_error),
+            },
+            details={"partitions": assigned, "idle": assigned == [], "paused": self.paused},
+        )
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_since is not None
+
     async def run(self) -> None:
+        if not await self.registry.start(self._stop):
+            return
+        try:
+            await self._run()
+        finally:
+            await self.registry.close()
+
+    async def _run(self) -> None:
         fetch_max = self.s.processor_fetch_max_bytes
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.s.kafka_bootstrap,
@@ -157,7 +176,8 @@ class Processor:
             session_timeout_ms=self.s.processor_session_timeout_ms,
             heartbeat_interval_ms=max(100, self.s.processor_session_timeout_ms // 3),
         )
-        consumer.subscribe([self.s.kafka_readings_topic], listener=_Rebalance(self))
+        self.assignment = Assignment(self.s, consumer, on_revoked=self.on_revoked)
+        consumer.subscribe([self.s.kafka_readings_topic], listener=self.assignment)
         producer = AIOKafkaProducer(
             bootstrap_servers=self.s.kafka_bootstrap, acks="all", linger_ms=5
         )
@@ -227,7 +247,10 @@ class Processor:
                 )
             t = self.stats.timed("poll", t)
             if batch:
-                self._backlog.append(self._prepare(batch))
+                work = await self._confirm_registry(batch, self._prepare(batch))
+                if work is None:
+                    break  # stopping while the registry cannot confirm a rejection
+                self._backlog.append(work)
                 self.stats.timed("prepare", t)
 
     async def _wait_for_room(self, sink: asyncio.Task[None], timeout: float) -> bool:
@@ -300,6 +323,30 @@ class Processor:
         offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "") for tp, recs in batch.items()}
         return _Work(records, offsets, b)
 
+    def _frames(self) -> Registry:
+        if self._registry is None or self._registry[0] != self.registry.revision:
+            self._registry = (self.registry.revision, Registry.build(*self.registry.frames()))
+        return self._registry[1]
+
+    async def _confirm_registry(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], work: _Work
+    ) -> _Work | None:
+        """A registry rejection (unknown sensor or metric) stands only once a fresh lookup of
+        those sensors confirms it: one registered a moment ago must not be dead-lettered. While
+        the database is unreachable, wait (nothing is committed meanwhile); None if stopping."""
+        assert work.batch.checked is not None
+        misses = registry_misses(work.batch.checked)
+        delay = 0.5
+        while misses:
+            changed = await self.registry.refresh_ids(misses, force=True)
+            if changed is not None:
+                return self._prepare(batch) if changed else work
+            if self._stop.is_set():
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+        return work
+
     async def _sink(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         while (work := await self._queue.get()) is not None:
             self._taken.set()
@@ -343,6 +390,7 @@ class Processor:
                     b.now_ms * 1000,
                     b.prepared,
                 )
+                self._db_error = None
                 self.stats.stored += res.inserted
                 self.stats.duplicates += ok.height - res.inserted
                 self.stats.late_buckets += res.late_buckets
@@ -351,6 +399,7 @@ class Processor:
                 # Retry the same batch: nothing is committed to Kafka meanwhile, so nothing can
                 # be lost, and if the lost connection had committed it, the retry is a no-op.
                 log.warning("database write failed; retrying", extra={"error": str(e).strip()})
+                self._db_error = str(e).strip() or type(e).__name__
                 if isinstance(e, psycopg.errors.TransactionRollback) and self._conn is not None:
                     with contextlib.suppress(psycopg.Error):
                         await self._conn.rollback()
@@ -491,7 +540,8 @@ def main(settings: Settings) -> None:
             "processor started",
             extra={"topic": settings.kafka_readings_topic, "group": settings.processor_group},
         )
-        await proc.run()
+        async with health.serve(settings.health_host, settings.health_port, proc.probe):
+            await proc.run()
         log.info(
             "processor stopped",
             extra={

@@ -26,6 +26,7 @@ from tests.support import (
     kafka_offsets,
     produce,
     readings_record,
+    register_sensors,
     rss_mb,
     start_worker,
     wait_until,
@@ -81,6 +82,7 @@ def test_database_away_stops_consumption_commits_nothing_and_loses_nothing(
     }
     t0 = (int(time.time()) - 3600) * 1000
     sensors = 50
+    register_sensors(db, [f"bp-{i:03d}" for i in range(sensors)], metrics=METRICS)
     proc = start_worker("processor", stack, tmp_path, env)
     try:
         produce(stack, records(sensors, 0, 2, t0))
@@ -132,6 +134,7 @@ def test_a_sink_stuck_longer_than_max_poll_interval_keeps_the_group_and_catches_
     }
     t0 = (int(time.time()) - 3600) * 1000
     sensors = 30
+    register_sensors(db, [f"bp-{i:03d}" for i in range(sensors)], metrics=METRICS)
     proc = start_worker("processor", stack, tmp_path, env)
     try:
         produce(stack, records(sensors, 0, 1, t0))
@@ -180,6 +183,7 @@ def test_slow_database_connection_still_stores_everything_once(
     proxy.delay_s = 0.02
     env = {"MEETNET_DATABASE_URL": proxy.url(TEST_DB), "MEETNET_PROCESSOR_MAX_RECORDS": "50"}
     t0 = (int(time.time()) - 3600) * 1000
+    register_sensors(db, [f"bp-{i:03d}" for i in range(20)], metrics=METRICS)
     proc = start_worker("processor", stack, tmp_path, env)
     try:
         batch = records(20, 0, 10, t0)

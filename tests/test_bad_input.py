@@ -24,6 +24,7 @@ from tests.support import (
     produce,
     read_deadletters,
     readings_record,
+    register_sensors,
     rss_mb,
     start_worker,
     stored_keys,
@@ -46,6 +47,7 @@ def test_duplicate_and_non_monotonic_timestamps_keep_the_first_value_once(
     first = [{"metric": "pm25", "ts": a, "value": v} for a, v in zip(ts, vals, strict=True)]
     # The same instants again in a later record (a second device message): all duplicates.
     again = [{"metric": "pm25", "ts": a, "value": 100.0} for a in ts]
+    register_sensors(db, ["dup-1"], metrics=["pm25"])
     proc = start_worker("processor", stack, tmp_path)
     try:
         produce(
@@ -76,6 +78,7 @@ def test_nan_and_infinite_values_are_dead_lettered_and_never_reach_the_rollups(
         b'{"sensor":"nan-1","rx":0,"metric":"pm25","ts":%d,"value":-Infinity}' % (t + 3000),
         b'{"sensor":"nan-1","rx":0,"metric":"pm25","ts":%d,"value":"nan"}' % (t + 4000),
     ]
+    register_sensors(db, ["nan-1"], metrics=["pm25"])
     proc = start_worker("processor", stack, tmp_path)
     try:
         produce(stack, [("nan-1", v) for v in [*bad[:2], good, *bad[2:]]])
@@ -113,6 +116,7 @@ def test_a_million_readings_of_one_sensor_are_stored_exactly_with_bounded_memory
     value = readings_record("burst-1", readings, rx=end)
     parts = _split("burst-1", n, value)
     assert len(parts) > 300 and all(len(p[2]) <= MAX_RECORD_BYTES for p in parts)
+    register_sensors(db, ["burst-1"], metrics=["level"])
     produce(stack, [(s, v) for s, _, v in parts])
     del readings, value
     env = {"MEETNET_PROCESSOR_FETCH_MAX_BYTES": str(8 * 1024 * 1024)}
@@ -148,6 +152,7 @@ def test_a_device_clock_jump_is_stored_or_dead_lettered_and_rollups_stay_exact(
         "jump-1", [{"metric": "pm25", "ts": t, "value": float(i)} for i, t in enumerate(stamps)]
     )
     env = {"MEETNET_ROLLUP_LATE_HORIZON_S": "3600", "MEETNET_ROLLUP_REPAIR_INTERVAL_S": "0.3"}
+    register_sensors(db, ["jump-1"], metrics=["pm25"])
     proc = start_worker("processor", stack, tmp_path, env)
     try:
         produce(stack, [("jump-1", record)])
@@ -176,6 +181,7 @@ def test_a_processor_clock_jump_moves_buckets_to_the_repair_and_rollups_stay_exa
     base = _now_ms() - 600_000
     clock = {"offset": 0.0}
     s = stack.model_copy(update={"rollup_late_horizon_s": 3600, "rollup_repair_interval_s": 0.3})
+    register_sensors(db, ["clock-1"], metrics=["pm25"])
     proc = Processor(s, clock=lambda: time.time() + clock["offset"])
 
     def record(k: int) -> tuple[str, bytes]:

@@ -20,6 +20,7 @@ from tests.support import (
     assert_rollups_match_raw,
     pending_repairs,
     readings_record,
+    register_sensors,
     start_worker,
     stored_keys,
     wait_until,
@@ -85,6 +86,7 @@ def test_rollups_equal_a_from_scratch_aggregation_after_replays_kills_and_late_d
         "MEETNET_PROCESSOR_SESSION_TIMEOUT_MS": "6000",
     }
     actions: list[str] = []
+    register_sensors(db, SENSORS, metrics=METRICS)
     proc = start_worker("processor", stack, tmp_path, env)
 
     async def drive() -> None:

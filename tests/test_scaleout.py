@@ -1,133 +1,213 @@
-"""Two processors in one consumer group share the partitions; one is killed with SIGKILL in the
-middle of a batch; every reading is stored exactly once and every rollup is exact."""
+"""Many instances on one machine: `meetnet up --gateways 3 --processors 3 --api-workers 2` on a
+6-partition topic, with instances killed (SIGKILL) and restarted by the supervisor while a
+steady stream is published. After each disruption the processors' consumer lag drains to 0 and
+the database holds exactly the readings published so far; at the end every reading is stored
+exactly once, with its value."""
 
 from __future__ import annotations
 
-import re
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import numpy as np
 import psycopg
 import pytest
 
-from meetnet import procs
+from meetnet import procs, services
 from meetnet.settings import Settings
-from tests.conftest import TEST_DB
+from tests.conftest import settings_env
 from tests.support import (
-    TcpProxy,
-    assert_rollups_match_raw,
-    pending_repairs,
-    produce,
-    readings_record,
-    start_worker,
-    stored_keys,
+    PUBACK_REASONS,
+    get_json,
+    pipeline_state,
+    publish_all,
+    publisher,
+    register_sensors,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
 
-SENSORS = 60
-METRICS = ("pm25", "no2")
+SENSORS = [f"scale-{i:03d}" for i in range(30)]
+METRICS = ("pm25", "pm10", "no2", "temperature", "humidity")
+ROUNDS_PER_PHASE = 30  # one message per sensor per round, 10 rounds/s
+# What is killed (SIGKILL) in each phase, about a second after the phase starts publishing.
+DISRUPTIONS: list[tuple[str, ...]] = [
+    (),  # a calm phase first: the baseline
+    ("processor-2",),
+    ("gateway-1",),
+    ("gateway-3", "processor-3"),
+]
 
 
-def _assigned(log: Path) -> list[set[int]]:
-    """Every assignment a processor logged, in order."""
-    text = log.read_text() if log.exists() else ""
-    return [
-        {int(p) for p in re.findall(r"\d+", m)}
-        for m in re.findall(r"partitions assigned partitions=\"?\[([^\]]*)\]", text)
-    ]
+def _instances(sup: int) -> dict[str, int]:
+    """Instance name (MEETNET_INSTANCE, set by the supervisor) -> pid of its live children."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rfind(")") + 2 :].split()
+            if int(fields[1]) != sup or fields[0] == "Z":
+                continue
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        for var in env:
+            if var.startswith(b"MEETNET_INSTANCE="):
+                out[var.split(b"=", 1)[1].decode()] = int(entry)
+    return out
 
 
-@pytest.fixture
-def slow_db() -> Iterator[TcpProxy]:
-    target = urlsplit(TEST_DB)
-    p = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
-    p.delay_s = 0.005  # the victim's writes take a while, so the kill lands inside one
+def _round(s: Settings, k: int, t0: int) -> tuple[list[tuple[str, bytes]], set[tuple]]:
+    ts = t0 + k * 1000
+    msgs, expected = [], set()
+    for i, sid in enumerate(SENSORS):
+        readings = [
+            {"metric": m, "ts": ts, "value": round(i + k * 0.25 + j * 0.01, 4)}
+            for j, m in enumerate(METRICS)
+        ]
+        expected.update((sid, r["metric"], ts, r["value"]) for r in readings)
+        msgs.append(
+            (f"{s.mqtt_topic_prefix}/sensors/{sid}", json.dumps({"readings": readings}).encode())
+        )
+    return msgs, expected
+
+
+def _stored(db: psycopg.Connection) -> list[tuple]:
+    rows = db.execute(
+        "SELECT s.sensor_id, s.metric, (extract(epoch FROM r.ts) * 1000)::bigint, r.value "
+        "FROM readings r JOIN series s USING (series_id) WHERE s.sensor_id LIKE 'scale-%%'"
+    ).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def _lag(s: Settings) -> int:
     try:
-        yield p
-    finally:
-        p.close()
+        return asyncio.run(services.consumer_lag(s))
+    except Exception:
+        return -1
 
 
-def test_two_processors_share_partitions_and_a_kill_mid_batch_loses_and_duplicates_nothing(
-    stack: Settings, db: psycopg.Connection, tmp_path: Path, slow_db: TcpProxy
+def test_three_gateways_and_three_processors_survive_kills_storing_every_reading_once(
+    stack: Settings, db: psycopg.Connection, tmp_path: Path
 ) -> None:
-    rng = np.random.default_rng(11)
-    now_ms = int(time.time()) * 1000
-    expected: dict[tuple[str, str, int], float] = {}
-    chunks: list[list[tuple[str, bytes]]] = []
-    for k in range(40):
-        chunk = []
-        for i in range(SENSORS):
-            sid = f"so-{i:03d}"
-            # Mostly recent readings; every fifth chunk reaches back 1-3 days (late: repaired).
-            back = int(rng.integers(1, 3 * 86400)) * 1000 if k % 5 == 0 else 0
-            base = now_ms - 1_800_000 - back + k * 10_000
-            readings = [
-                {"metric": m, "ts": base + j * 1000, "value": round(float(rng.normal(30, 9)), 2)}
-                for j in range(5)
-                for m in METRICS
-            ]
-            for r in readings:
-                expected.setdefault((sid, str(r["metric"]), int(r["ts"]) * 1000), float(r["value"]))
-            chunk.append((sid, readings_record(sid, readings, rx=now_ms)))
-        chunks.append(chunk)
-
+    register_sensors(db, SENSORS, metrics=METRICS)
+    state = tmp_path / "state"
+    port = procs.free_port()
     env = {
-        "MEETNET_PROCESSOR_MAX_RECORDS": "60",
-        "MEETNET_PROCESSOR_SESSION_TIMEOUT_MS": "6000",
-        "MEETNET_ROLLUP_LATE_HORIZON_S": "3600",
-        "MEETNET_ROLLUP_REPAIR_INTERVAL_S": "0.5",
+        **os.environ,
+        **settings_env(stack),
+        "MEETNET_STATE_DIR": str(state),
+        "MEETNET_GATEWAY_CLIENT_ID": f"scale-gw-{stack.mqtt_share_group}",
+        "MEETNET_PROCESSOR_MAX_RECORDS": "300",
+        "PYTHONUNBUFFERED": "1",
     }
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    victim = start_worker(
-        "processor", stack, tmp_path / "a", {**env, "MEETNET_DATABASE_URL": slow_db.url(TEST_DB)}
+    cmd = [sys.executable, "-m", "meetnet", "up", "--no-simulate", "--api-port", str(port)]
+    cmd += ["--gateways", "3", "--processors", "3", "--api-workers", "2"]
+    up = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
-    survivor = start_worker("processor", stack, tmp_path / "b", env)
-    logs = (tmp_path / "a" / "processor.log", tmp_path / "b" / "processor.log")
+    lines: list[str] = []
+
+    def _read() -> None:
+        assert up.stdout is not None
+        for raw in up.stdout:
+            lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    threading.Thread(target=_read, daemon=True).start()
+    logs = state / "logs"
+
+    def _logged(name: str, text: str) -> bool:
+        try:
+            return text in (logs / f"{name}.log").read_text()
+        except FileNotFoundError:
+            return False
+
+    client = None
     try:
+        names = [f"{k}-{i}" for k in ("gateway", "processor") for i in (1, 2, 3)]
+        wait_until(lambda: len(_instances(up.pid)) == 7, 60, "7 supervised instances")
+        wait_until(lambda: all(_logged(n, " subscribed ") for n in names[:3]), 60, "3 gateways")
+        wait_until(
+            lambda: all(_logged(n, "partitions assigned") for n in names[3:]), 60, "3 processors"
+        )
+        wait_until(lambda: get_json(f"http://127.0.0.1:{port}/health")[0] == 200, 60, "the API")
+        time.sleep(1.0)  # let the group settle after the last member joined
 
-        def shared() -> bool:
-            last = [a[-1] if a else set() for a in map(_assigned, logs)]
-            return all(last) and not (last[0] & last[1]) and len(last[0] | last[1]) == 6
-
-        wait_until(shared, 60, "both processors owning a share of the partitions")
-        done = threading.Event()
-
-        def publish() -> None:
-            for k, chunk in enumerate(chunks):
-                produce(stack, chunk)
-                if k % 7 == 3:  # a duplicate delivery of an earlier chunk
-                    produce(stack, chunks[k - 2])
-                time.sleep(0.1)
-            done.set()
-
-        threading.Thread(target=publish, daemon=True).start()
-        wait_until(lambda: _writing(db), 30, "the first readings stored")
-        time.sleep(1.5)
-        procs.kill9(victim)
-        assert done.wait(60), "publisher did not finish"
-        wait_until(lambda: _assigned(logs[1])[-1] == set(range(6)), 60, "survivor takes over")
-        wait_until(lambda: len(stored_keys(db)) >= len(expected), 120, "every reading stored")
-        wait_until(lambda: pending_repairs(db) == 0, 60, "late buckets repaired")
-        time.sleep(1.0)  # anything still in flight would show up as an extra row now
+        client = publisher(stack, client_id=f"scale-pub-{stack.mqtt_share_group}")
+        PUBACK_REASONS.clear()
+        t0 = (int(time.time()) - 3600) * 1000
+        expected: set[tuple] = set()
+        k = 0
+        for phase, victims in enumerate(DISRUPTIONS):
+            before = _instances(up.pid)
+            start = time.monotonic()
+            for r in range(ROUNDS_PER_PHASE):
+                msgs, exp = _round(stack, k, t0)
+                k += 1
+                expected |= exp
+                publish_all(stack, msgs, client=client)
+                if victims and r == 10:
+                    for v in victims:
+                        os.kill(before[v], signal.SIGKILL)
+                time.sleep(max(0.0, start + (r + 1) * 0.1 - time.monotonic()))
+            # The supervisor brings every victim back as a new process...
+            wait_until(
+                lambda b=before, vs=victims: all(
+                    _instances(up.pid).get(v, b[v]) != b[v] for v in vs
+                ),
+                30,
+                f"phase {phase}: {victims} restarted",
+            )
+            # ... and the pipeline catches up: no lag, exactly what was published so far.
+            want = len(expected)
+            try:
+                wait_until(
+                    lambda w=want: len(_stored(db)) >= w and _lag(stack) == 0,
+                    90,
+                    f"phase {phase}: lag 0 and {want} readings",
+                )
+            except AssertionError as e:
+                raise AssertionError(
+                    f"{e}; stored {len(_stored(db))}; {pipeline_state(stack)}; "
+                    f"PUBACKs {PUBACK_REASONS}\n" + "\n".join(lines[-40:])
+                ) from None
+            assert len(_stored(db)) == want, f"phase {phase}: duplicates or foreign rows"
+        time.sleep(2.0)  # anything still in flight would show up as an extra row now
     finally:
-        procs.stop(victim)
-        procs.stop(survivor)
+        if client is not None:
+            client.loop_stop()
+            client.disconnect()
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+        try:
+            rc = up.wait(60)
+        except subprocess.TimeoutExpired:
+            procs.kill9(up)
+            rc = None
 
-    stored = stored_keys(db)
-    rows = db.execute("SELECT count(*) FROM readings").fetchone()
-    assert rows == (len(expected),), "a reading was stored twice"
-    assert stored == expected, "lost or altered readings"
-    assert_rollups_match_raw(db)
+    assert rc == 0, "\n".join(lines[-40:])
+    assert not PUBACK_REASONS, f"the broker refused or dropped publishes: {PUBACK_REASONS}"
+    stored = _stored(db)
+    assert len(stored) == len(expected), "a reading was stored twice"
+    assert set(stored) == expected, "lost or altered readings"
+    # Rollups land on another branch: once `store/rollups` exists, add here
+    #     assert_rollups_match_raw(db)
+    # (every rollup row equal to a from-scratch aggregation of the raw readings above).
 
-
-def _writing(db: psycopg.Connection) -> bool:
-    row = db.execute("SELECT count(*) FROM readings").fetchone()
-    return bool(row and row[0] > 0)
+    # Each instance has its own name, log and (for gateways) MQTT client id.
+    for i in (1, 2, 3):
+        assert any(line.startswith(f"gateway-{i}   | ") for line in lines)
+        assert _logged(f"gateway-{i}", f"client_id=scale-gw-{stack.mqtt_share_group}-{i}")
+        assert (logs / f"processor-{i}.log").exists()
+    restarted = {v for victims in DISRUPTIONS for v in victims}
+    for name in restarted:
+        assert any(f"{name} exited unexpectedly (killed by SIGKILL)" in line for line in lines)
