@@ -52,7 +52,7 @@ from meetnet.wire import check_message
 from simulators.model import METRICS, Encoder, make_fleet
 from store.db import aconnect
 from store.readings import ReadingsWriter
-from stream.pipeline import Batch, run, standard_stages
+from stream.pipeline import Batch, run, standard_stages, with_series
 from stream.rollups import LEVELS
 from stream.validate import Limits, Registry
 
@@ -115,7 +115,7 @@ def _registry(run_id: str, sensors: int) -> Registry:
 def pure_path(batches: list[list[bytes]], now_ms: int, run_id: str, sensors: int) -> dict:
     writer = ReadingsWriter()
     _warm_cache(writer, run_id, sensors)
-    registry = _registry(run_id, sensors)
+    registry = with_series(_registry(run_id, sensors), writer)  # as the processor builds it
     stages = standard_stages(Limits(90 * 86400 * 1000, 600_000), writer, lambda: registry)
     run(stages, Batch(batches[0], now_ms))  # warm-up, untimed
     rss0 = _rss_mb()

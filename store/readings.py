@@ -68,6 +68,7 @@ class SeriesCache:
 
     def __init__(self) -> None:
         self.frame = pl.DataFrame(schema=_SERIES_SCHEMA)
+        self.version = 0  # bumped whenever ``frame`` changes
 
     def lookup(self, batch: pl.DataFrame) -> pl.DataFrame:
         """``batch`` with a ``series_id`` column (null where unknown), in the batch's order."""
@@ -96,6 +97,7 @@ class SeriesCache:
             rows = await cur.fetchall()
         found = pl.DataFrame(rows, schema=_SERIES_SCHEMA, orient="row")
         self.frame = pl.concat([self.frame, found]).unique(["sensor", "metric"])
+        self.version += 1
         return self.lookup(batch)
 
 

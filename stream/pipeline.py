@@ -78,7 +78,10 @@ def standard_stages(
     def _series(b: Batch) -> None:
         ok = _accepted(b)
         if ok.height:
-            sid = writer.series.lookup(ok.select("sensor", "metric"))["series_id"]
+            if "series_id" in ok.columns:  # came with the registry join (with_series)
+                sid = ok["series_id"]
+            else:
+                sid = writer.series.lookup(ok.select("sensor", "metric"))["series_id"]
             b.series_id = None if sid.null_count() else sid
 
     def _dedupe(b: Batch) -> None:
@@ -104,6 +107,13 @@ def standard_stages(
         Stage("rollups", _rollups),
         Stage("encode", _encode),
     ]
+
+
+def with_series(registry: Registry, writer: ReadingsWriter) -> Registry:
+    """``registry`` whose pairs carry the writer's series ids (null for a series not created
+    yet): the validation's registry join then finds the ids too. Rebuild it when the
+    registry or ``writer.series.version`` changes."""
+    return registry.with_pair_columns(writer.series.frame)
 
 
 def run(stages: list[Stage], batch: Batch, seconds: dict[str, float] | None = None) -> Batch:

@@ -47,7 +47,7 @@ from store.db import DatabaseUnavailable, aconnect
 from store.readings import ReadingsWriter
 from store.rollups import repair_once
 from stream.assignment import Assignment
-from stream.pipeline import Batch, run, standard_stages
+from stream.pipeline import Batch, run, standard_stages, with_series
 from stream.validate import Limits, Registry, registry_misses
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,9 @@ class Processor:
         self.assignment: Assignment | None = None
         self._db_error: str | None = None  # health: why the last database write failed
         self.registry = RegistryCache(settings, app="processor-registry")
-        self._registry: tuple[int, Registry] | None = None
+        # The registry frames with our series ids, and the (registry revision, series cache
+        # version) they were built from.
+        self._registry: tuple[tuple[int, int], Registry] | None = None
         # Prepared batches not yet handed to the sink, the sink's queue, and the batch it is
         # writing: at most a few, see _poll_loop.
         self._backlog: deque[_Work] = deque()
@@ -324,8 +326,10 @@ class Processor:
         return _Work(records, offsets, b)
 
     def _frames(self) -> Registry:
-        if self._registry is None or self._registry[0] != self.registry.revision:
-            self._registry = (self.registry.revision, Registry.build(*self.registry.frames()))
+        key = (self.registry.revision, self.writer.series.version)
+        if self._registry is None or self._registry[0] != key:
+            built = Registry.build(*self.registry.frames())
+            self._registry = (key, with_series(built, self.writer))
         return self._registry[1]
 
     async def _confirm_registry(
