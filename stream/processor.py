@@ -149,7 +149,12 @@ class Processor:
                 "kafka_group": health.check(assigned is not None, "no assignment from the group"),
                 "database": health.check(self._db_error is None, self._db_error),
             },
-            details={"partitions": assigned, "idle": assigned == [], "paused": self.paused},
+            details={
+                "partitions": assigned,
+                "idle": assigned == [],
+                "paused": self.paused,
+                "in_flight_batches": self.in_flight,
+            },
         )
 
     @property
