@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -198,7 +199,12 @@ class SeriesState:
         arrays["_series_ids"] = self.series_ids[: self.n]
         arrays["_header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         buf = io.BytesIO()
-        np.savez_compressed(buf, allow_pickle=False, **arrays)
+        # an .npz (np.load reads it, no pickle), deflated at level 1: most of the state is NaN
+        # or 0 and compresses ~10x at a quarter of the cost of the default level
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for name, arr in arrays.items():
+                with zf.open(f"{name}.npy", "w") as f:
+                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
         return buf.getvalue()
 
     @classmethod
