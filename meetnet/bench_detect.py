@@ -72,7 +72,15 @@ def _kind_batch(kind: str, spec: QualitySpec) -> tuple[pl.DataFrame, pl.DataFram
 
 def quality(spec: QualitySpec, config: DetectorConfig | None = None) -> list[Score]:
     """Precision and recall per kind (see the module docstring for the matching rule)."""
+    return quality_by_profile(spec, config)[0]
+
+
+def quality_by_profile(
+    spec: QualitySpec, config: DetectorConfig | None = None
+) -> tuple[list[Score], dict[str, dict[str, float]]]:
+    """:func:`quality`, plus the recall of each kind per profile (where a detector is weak)."""
     totals = {k: [0, 0, 0, 0] for k in KINDS}  # truths, found, detections, correct
+    by_profile: dict[str, dict[str, list[int]]] = {k: {} for k in KINDS}
     for kind in KINDS:
         batch, registry, truth = _kind_batch(kind, spec)
         det = Detector(config)
@@ -85,8 +93,11 @@ def quality(spec: QualitySpec, config: DetectorConfig | None = None) -> list[Sco
             pl.col("last_ts").dt.epoch("us").alias("hi"),
         )
         by_series = flags.partition_by("sensor", "kind", as_dict=True)
+        profile_of = dict(zip(registry["sensor"], registry["metric"], strict=True))
         for sensor, (labels, interval_s) in truth.items():
             totals[kind][0] += len(labels)
+            cell = by_profile[kind].setdefault(profile_of[sensor], [0, 0])
+            cell[0] += len(labels)
             for k in KINDS:
                 f = by_series.get((sensor, k))
                 found = [] if f is None else list(zip(f["lo"], f["hi"], strict=True))
@@ -96,7 +107,9 @@ def quality(spec: QualitySpec, config: DetectorConfig | None = None) -> list[Sco
                 totals[k][3] += correct
                 if k == kind:
                     totals[kind][1] += hit
-    return [Score(k, *totals[k]) for k in KINDS]
+                    cell[1] += hit
+    recall = {k: {p: f / t for p, (t, f) in v.items() if t} for k, v in by_profile.items()}
+    return [Score(k, *totals[k]) for k in KINDS], recall
 
 
 @dataclass(frozen=True)
@@ -163,7 +176,7 @@ def cost(sensors: int = 10_000, per_batch: int = 1, batches: int = 12, warmup: i
 
 def bench_detect(spec: QualitySpec, *, perf: bool, as_json: bool, sensors: int) -> int:
     t = time.perf_counter()
-    scores = quality(spec)
+    scores, by_profile = quality_by_profile(spec)
     q_s = time.perf_counter() - t
     print(f"detection quality: {spec.series} series x {spec.readings} readings per kind, "
           f"{spec.anomalies} anomalies per series, seed {spec.seed} ({q_s:.1f} s)")  # fmt: skip
@@ -177,6 +190,9 @@ def bench_detect(spec: QualitySpec, *, perf: bool, as_json: bool, sensors: int) 
         mark = "" if target is None else (f">= {target}: " + ("met" if met else "NOT met"))
         print(f"{s.kind:<12} {s.truths:>8} {s.found:>6} {s.detections:>6} {s.correct:>7} "
               f"{s.recall:>7.3f} {s.precision:>9.3f}  {mark}")  # fmt: skip
+    print("recall by profile:")
+    for kind, rec in by_profile.items():
+        print(f"  {kind:<12} " + "  ".join(f"{p} {r:.2f}" for p, r in rec.items()))
     costs = []
     if perf:
         print(f"\ndetector cost, {sensors} sensors x 5 metrics (process CPU time, all threads):")
@@ -192,6 +208,7 @@ def bench_detect(spec: QualitySpec, *, perf: bool, as_json: bool, sensors: int) 
         print(json.dumps({
             "quality": [asdict(s) | {"recall": s.recall, "precision": s.precision}
                         for s in scores],
+            "recall_by_profile": by_profile,
             "cost": [asdict(c) | {"readings_per_s_per_core": c.per_core} for c in costs],
             "targets_met": ok,
         }))  # fmt: skip
