@@ -45,6 +45,7 @@ from stream.detect.segments import F8, I8
 from stream.detect.state import NONE_TS, SeriesState
 
 log = logging.getLogger(__name__)
+SILENCE_EVERY_US = 1_000_000
 
 REGISTRY_SCHEMA: dict[str, pl.DataType] = {
     "sensor": pl.String(),
@@ -330,6 +331,9 @@ class Detector:
     def _live_silence(self, now_us: int) -> Episodes:
         """Series whose latest reading is older than their allowance at the event clock."""
         st, q = self.st, self.config.structural.watermark_quantile
+        if st.scalars["checked"] != NONE_TS and now_us - st.scalars["checked"] < SILENCE_EVERY_US:
+            return episodes.empty(SILENCE)  # judged at most once a second of the clock
+        st.scalars["checked"] = int(now_us)
         n = st.n
         last = st.last_ts[:n]
         live = (last != NONE_TS) & ~st.si_open[:n]

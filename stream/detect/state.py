@@ -113,7 +113,7 @@ _SPEC: dict[str, tuple[Any, tuple[int | str, ...], Any]] = {
     "si_start": (np.int64, (), NONE_TS),
     "si_x": (np.float64, (), np.nan),
 }
-_SCALARS = ("front", "watermark", "jump_from", "jump_to", "clock")
+_SCALARS = ("front", "watermark", "jump_from", "jump_to", "clock", "checked")
 KEY_SCHEMA = {"sensor": pl.String, "metric": pl.String, "idx": pl.Int64}
 
 
@@ -235,6 +235,7 @@ class SeriesState:
         metrics = [str(m) for m in data["_metrics"]]
         st.add(sensors, metrics, data["_series_ids"].astype(np.int64))
         st.units = [str(u) for u in data["_units"]]
-        st.scalars = {k: int(v) for k, v in header["scalars"].items()}
+        st.scalars = {**dict.fromkeys(_SCALARS, int(NONE_TS)),
+                      **{k: int(v) for k, v in header["scalars"].items()}}  # fmt: skip
         st.versions = list(header["versions"])
         return st
