@@ -103,15 +103,30 @@ class Detector:
             pl.lit(None, dtype=t).alias(c) for c, t in REGISTRY_SCHEMA.items() if c not in registry
         ).select(pl.col(c).cast(t) for c, t in REGISTRY_SCHEMA.items())
         reg = reg.unique(["sensor", "metric"], keep="last", maintain_order=True)
-        idx = self._register(reg)
+        idx, _ = self._register(reg)
         self._set_params(idx, reg)
 
-    def _register(self, reg: pl.DataFrame) -> I8:
-        """Dense indices of the (sensor, metric) pairs of ``reg``, adding unknown ones."""
+    def _unknown(self, batch: pl.DataFrame) -> None:
+        """Series of a batch the detector has no row for get the defaults of their metric;
+        series it knows (e.g. from the registry, before the database gave them an id) only
+        learn their ``series_id`` and keep their thresholds."""
+        reg = batch.select("sensor", "metric", *(["series_id"] if "series_id" in batch else []))
+        reg = reg.with_columns(
+            pl.lit(None, dtype=t).alias(c) for c, t in REGISTRY_SCHEMA.items() if c not in reg
+        ).select(pl.col(c).cast(t) for c, t in REGISTRY_SCHEMA.items())
+        idx, new = self._register(reg.unique(["sensor", "metric"], maintain_order=True))
+        if new.any():
+            self._set_params(idx[new], reg.unique(["sensor", "metric"], maintain_order=True)
+                             .filter(pl.Series(new)))  # fmt: skip
+
+    def _register(self, reg: pl.DataFrame) -> tuple[I8, npt.NDArray[np.bool_]]:
+        """Dense indices of the (sensor, metric) pairs of ``reg`` (adding unknown ones), and
+        which were unknown."""
         st = self.st
         joined = reg.select("sensor", "metric", "series_id").join(
             st.keys, on=["sensor", "metric"], how="left", maintain_order="left"
         )
+        was_new = joined["idx"].is_null().to_numpy()
         new = joined.filter(pl.col("idx").is_null())
         if new.height:
             ids = new["series_id"].fill_null(-1).to_numpy()
@@ -126,7 +141,7 @@ class Detector:
             ids = sids[known].astype(np.int64)
             st.series_ids[idx[known]] = ids
             self._map_ids(ids, idx[known])
-        return idx
+        return idx, was_new
 
     def _map_ids(self, ids: I8, idx: I8) -> None:
         top = int(ids.max()) + 1
@@ -202,7 +217,7 @@ class Detector:
                 idx[inside] = self._lut[ids[inside]]
                 if (idx < 0).any():
                     miss = batch.filter(pl.Series(idx < 0)).unique("series_id", maintain_order=True)
-                    self.update_registry(miss.select("sensor", "metric", "series_id"))
+                    self._unknown(miss)
                     idx = self._lut[ids]
                 return idx
         keys = batch.select("sensor", "metric").join(
@@ -213,7 +228,7 @@ class Detector:
             miss = keys.filter(pl.col("idx").is_null()).unique(
                 ["sensor", "metric"], maintain_order=True
             )
-            self.update_registry(miss.select("sensor", "metric"))
+            self._unknown(miss.select("sensor", "metric"))
             idx_s = batch.select("sensor", "metric").join(
                 self.st.keys, on=["sensor", "metric"], how="left", maintain_order="left"
             )["idx"]

@@ -174,3 +174,25 @@ def test_an_unknown_structural_setting_in_a_snapshot_is_refused_clearly() -> Non
         Detector.restore(blob, DetectorConfig(structural=Structural(noise_blocks=8)))
     with pytest.raises(ValueError, match="not a detector snapshot"):
         Detector.restore(b"not a snapshot")
+
+
+def test_a_series_id_seen_first_in_a_batch_keeps_the_registry_s_thresholds() -> None:
+    """The registry is read before the database has created a new series' id."""
+    det = detector(registry(["s1"], low=10.0, high=30.0, interval_s=60.0))
+    x = noisy(100)
+    x[50] = 35.0  # above this sensor's range (30), fine for pm25's defaults (1000)
+    b = batch("s1", minutes(100), x).with_columns(series_id=pl.lit(42, dtype=pl.Int64))
+    flags = det.process(b, None).flags
+    assert kinds(flags) == ["range"] and flags["series_id"][0] == 42
+    assert int(det.st.allowed_us[0]) == 180_000_000  # the registry's interval, still
+
+
+def test_a_bad_detection_document_in_the_registry_falls_back_to_the_defaults(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    det = detector(registry(["s1"], detection='{"spike": {"zz": 1}}'))
+    [record] = [r for r in caplog.records if "bad detection config" in r.getMessage()]
+    assert "spike.zz" in record.error  # type: ignore[attr-defined]
+    x = noisy(400, seed=1)
+    x[200] += 15.0
+    assert kinds(det.process(batch("s1", minutes(400), x), None).flags) == ["spike"]
