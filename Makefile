@@ -23,4 +23,4 @@ unit: setup       ## only the fast tests of pure code
 	@$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
 clean:
-	rm -rf .meetnet .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .meetnet .pytest_cache .mypy_cache .ruff_cache .hypothesis

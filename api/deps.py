@@ -1,8 +1,16 @@
-"""Dependencies of the routes, as ``Annotated`` aliases (``SettingsDep``, ``DatabaseDep``).
+"""Dependencies of the routes, as ``Annotated`` aliases (``SettingsDep``, ``DatabaseDep``;
+the caller's identity, ``Caller``/``Writer``/``AdminCaller``, is in ``api/auth.py``).
 
 The routes take the :class:`Database` rather than a connection: a request borrows a pooled
 connection only after its parameters are validated, so a stream of bad requests holds none, and
 a 422 stays a 422 while the database is down.
+
+**Writes.** Every pooled connection defaults to read-only transactions, so a read route cannot
+write by mistake. The registry's writes go through :meth:`Database.write`: one explicit
+``READ WRITE`` transaction on a connection of the same pool, committed when the block ends
+and rolled back when it raises, so a failed request leaves nothing half-written. (One pool
+rather than a second one for writes: registry writes are rare and short, and the read-only
+default stays the rule on every connection.)
 """
 
 from __future__ import annotations
@@ -77,6 +85,13 @@ class Database:
         if self._pool is None:
             raise DatabaseUnavailable("the database pool is not open")
         async with self._pool.connection(timeout=timeout) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def write(self, timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A connection inside one read-write transaction (see the module's docstring)."""
+        async with self.connection(timeout) as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION READ WRITE")
             yield conn
 
 

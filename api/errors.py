@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 
 from api.schemas import Message
+from store.access import Conflict, Forbidden, Invalid, NotFound
 from store.db import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,71 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+def _body_errors(exc: Invalid, prefix: tuple[str | int, ...] = ("body",)) -> list[dict[str, Any]]:
+    return [
+        {"type": e.type, "loc": [*prefix, *e.loc], "msg": e.msg, "input": e.input}
+        for e in exc.errors
+    ]
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return _detail(status.HTTP_404_NOT_FOUND, str(exc))
+
+
+async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
+    return _detail(status.HTTP_403_FORBIDDEN, str(exc))
+
+
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    return _detail(status.HTTP_409_CONFLICT, str(exc))
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Invalid)
+    return JSONResponse(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": _body_errors(exc)}
+    )
+
+
+async def _integrity(request: Request, exc: Exception) -> JSONResponse:
+    # The registry checks references and uniqueness before writing; this is a concurrent
+    # request that won the race in between. Nothing was written (the transaction rolled back).
+    # Only the SQLSTATE and constraint: a violation's DETAIL can quote a whole row.
+    diag = getattr(exc, "diag", None)
+    log.info(
+        "integrity error",
+        extra={
+            "path": request.url.path,
+            "sqlstate": getattr(exc, "sqlstate", None),
+            "constraint": getattr(diag, "constraint_name", None),
+        },
+    )
+    return _detail(
+        status.HTTP_409_CONFLICT,
+        "a concurrent change conflicts with this request; nothing was written: retry it",
+    )
+
+
+async def _check_violation(request: Request, exc: Exception) -> JSONResponse:
+    # Input validation should have caught it; name the rule, never echo the row.
+    assert isinstance(exc, psycopg.errors.CheckViolation)
+    constraint = exc.diag.constraint_name or "?"
+    log.warning("check violation", extra={"path": request.url.path, "constraint": constraint})
+    return JSONResponse(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        content={
+            "detail": [
+                {
+                    "type": "constraint",
+                    "loc": ["body"],
+                    "msg": f"a value breaks the registry's rule {constraint!r}; correct it",
+                    "input": None,
+                }
+            ]
+        },
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers. Starlette picks the most specific class of an exception, so
     QueryCanceled (an OperationalError) gets its own answer."""
@@ -76,3 +142,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(Forbidden, _forbidden)
+    app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(Invalid, _invalid)
+    app.add_exception_handler(psycopg.errors.IntegrityError, _integrity)
+    app.add_exception_handler(psycopg.errors.CheckViolation, _check_violation)

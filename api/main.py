@@ -18,8 +18,11 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from api import errors
+from api.auth import KeyCache
+from api.body_limit import BodyLimit
 from api.deps import Database
 from api.routes import api_router
+from api.routes.bulk import BULK_PATH
 from meetnet import logs
 from meetnet.settings import Settings, get_settings
 
@@ -51,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="meetnet",
         version=_version(),
-        summary="Query API of meetnet, the IoT sensor data platform.",
+        summary="Query and registry API of meetnet, the IoT sensor data platform.",
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
@@ -59,8 +62,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.key_cache = KeyCache(settings.api_key_cache_s)
     errors.install(app)
     app.include_router(api_router)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.api_max_body_bytes,
+        overrides={BULK_PATH: settings.api_bulk_max_bytes},
+    )
     return app
 
 

@@ -9,6 +9,11 @@ which re-delivers them; duplicates are removed by the idempotent write downstrea
 
 Invalid input never raises: it becomes a dead-letter record holding the original bytes, with
 the reason, the MQTT topic and the receive time in headers. Counts per reason are logged.
+
+Valid messages are then checked against the registry (ingest/registry.py): unknown or retired
+sensors and gateways, and sensors a gateway does not own, are dead-lettered too. A message
+whose rejection the database has not confirmed yet is deferred: kept un-acked and decided
+again a moment later, so a sensor registered a moment ago is never rejected.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import socket
 import time
@@ -29,10 +35,22 @@ from aiokafka.errors import KafkaError
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ingest.broker_auth import client_credentials
 from ingest.mqtt import AsyncioHelper, BufferedClient
 from ingest.produce import PartitionBatcher
+from ingest.registry import Gate, Judgement
+from meetnet import health
 from meetnet.settings import Settings
-from meetnet.wire import MAX_RECORD_BYTES, WireError, check_message, dlq_headers
+from meetnet.wire import (
+    MAX_RECORD_BYTES,
+    Accepted,
+    Reason,
+    WireError,
+    check_message,
+    dlq_headers,
+    gateway_payload,
+)
+from store.catalog import RegistryCache
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +67,7 @@ class Stats:
     deadlettered: Counter[str] = field(default_factory=Counter)
     kafka_retries: int = 0
     ack_wait_s: float = 0.0  # time spent waiting for Kafka's acks
+    deferred: int = 0  # registry rejections postponed until the database confirms them
 
 
 @dataclass(slots=True)
@@ -58,6 +77,17 @@ class _Msg:
     topic: str
     payload: bytes
     received_ms: int
+    mono: float  # time.monotonic() at receipt: registry answers must be newer to reject it
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one flush sends: readings records per sensor, and dead letters."""
+
+    msgs: list[_Msg] = field(default_factory=list)  # acknowledged once the plan is in Kafka
+    parts: list[tuple[str, int, bytes]] = field(default_factory=list)
+    # (value, reason, detail, topic, received_ms, n)
+    letters: list[tuple[bytes, Reason, str, str, int]] = field(default_factory=list)
 
 
 class Gateway:
@@ -71,6 +101,12 @@ class Gateway:
         self._connected = asyncio.Event()
         self._client: BufferedClient | None = None
         self._helper: AsyncioHelper | None = None
+        self._subscribed = False  # health: SUBACK received on the current connection
+        self._kafka_error: str | None = None  # health: why the last Kafka send failed
+        self.registry = RegistryCache(settings, app="gateway-registry")
+        self._gate = Gate(self.registry)
+        self._deferred: list[_Msg] = []
+        self._deferred_until = math.inf  # when to decide the deferred messages again
 
     def stop(self) -> None:
         self._stop.set()
@@ -84,18 +120,34 @@ class Gateway:
         except UnicodeDecodeError:  # dead-lettered as invalid_topic, never raised into paho
             topic = bytes(msg._topic).decode("utf-8", "replace")
         self._pending.append(
-            _Msg(msg.mid, msg.qos, topic, bytes(msg.payload), int(time.time() * 1000))
+            _Msg(
+                msg.mid,
+                msg.qos,
+                topic,
+                bytes(msg.payload),
+                int(time.time() * 1000),
+                time.monotonic(),
+            )
         )
         self._wake.set()
-        if len(self._pending) >= MAX_PENDING and self._helper is not None:
+        if self._held() >= MAX_PENDING and self._helper is not None:
             # Kafka is slow or down: stop reading; the broker keeps the rest.
             self._helper.pause_reading()
+
+    def _held(self) -> int:
+        return len(self._pending) + len(self._deferred)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
     ) -> None:
         if getattr(rc, "is_failure", False):
-            log.error("MQTT connection refused", extra={"reason": str(rc)})
+            hint = (
+                "set MEETNET_MQTT_USERNAME/MEETNET_MQTT_PASSWORD to the broker's service account"
+                " (meetnet up generates one in <state_dir>/secrets)"
+                if getattr(rc, "value", 0) in (134, 135, 4, 5)
+                else ""
+            )
+            log.error("MQTT connection refused", extra={"reason": str(rc), "hint": hint})
             return
         client.subscribe(self._topic_filter(), qos=1)
         self._connected.set()
@@ -120,12 +172,14 @@ class Gateway:
                 extra={"topic": self._topic_filter(), "codes": [str(c) for c in codes]},
             )
             return
+        self._subscribed = True
         log.info("subscribed", extra={"topic": self._topic_filter(), "client_id": self.client_id})
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
     ) -> None:
         self._connected.clear()
+        self._subscribed = False
         if not self._stop.is_set():
             log.warning("MQTT connection lost", extra={"reason": str(rc)})
 
@@ -147,6 +201,9 @@ class Gateway:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.max_queued_messages_set(0)
+        creds = client_credentials(self.s)
+        if creds is not None:
+            client.username_pw_set(*creds)
         return client
 
     async def _keep_connected(self, client: BufferedClient) -> None:
@@ -172,15 +229,11 @@ class Gateway:
 
     # --- Kafka side -------------------------------------------------------------------------
 
-    async def _forward(
-        self, producer: AIOKafkaProducer, out: PartitionBatcher, batch: list[_Msg]
-    ) -> None:
-        """Produce a batch and wait for Kafka's acks; raise KafkaError if any send failed."""
+    async def _plan(self, batch: list[_Msg]) -> _Plan:
+        """Wire checks and registry checks for a batch; deferred messages are set aside."""
         s = self.s
-        futures = []
-        await out.start_flush()
-        n_readings = n_records = 0
-        bad: Counter[str] = Counter()
+        plan = _Plan()
+        valid: list[tuple[_Msg, Accepted]] = []
         for m in batch:
             try:
                 accepted = check_message(
@@ -192,48 +245,104 @@ class Gateway:
                     received_ms=m.received_ms,
                 )
             except WireError as e:
-                bad[e.reason.value] += 1
-                futures.append(
-                    await producer.send(
-                        s.kafka_deadletter_topic,
-                        m.payload,
-                        headers=dlq_headers(
-                            e.reason, e.detail, f"mqtt:{m.topic}", "gateway", m.received_ms
-                        ),
-                    )
-                )
+                plan.msgs.append(m)
+                plan.letters.append((m.payload, e.reason, e.detail, m.topic, m.received_ms))
                 continue
-            for sensor, n, value in accepted.parts:
-                await out.add(sensor.encode(), value)
-                n_readings += n
-                n_records += 1
+            valid.append((m, accepted))
+        verdicts, retry = await self._gate.decide([(m.mono, acc) for m, acc in valid])
+        for (m, acc), j in zip(valid, verdicts, strict=True):
+            if j is None:
+                self._deferred.append(m)
+                self.stats.deferred += 1
+                continue
+            plan.msgs.append(m)
+            self._apply(plan, m, acc, j)
+        if retry < math.inf:
+            self._deferred_until = min(self._deferred_until, max(retry, time.monotonic() + 0.05))
+        return plan
+
+    @staticmethod
+    def _apply(plan: _Plan, m: _Msg, acc: Accepted, j: Judgement) -> None:
+        if j.whole is not None:
+            plan.letters.append((m.payload, j.whole[0], j.whole[1], m.topic, m.received_ms))
+            return
+        if not j.groups:
+            plan.parts.extend(acc.parts)
+            return
+        plan.parts.extend(p for p in acc.parts if p[0] not in j.groups)
+        # One dead letter per (message, reason): a gateway batch of just the rejected groups.
+        by_reason: dict[Reason, list[str]] = {}
+        for sensor, (reason, _) in j.groups.items():
+            by_reason.setdefault(reason, []).append(sensor)
+        for reason, sensors in by_reason.items():
+            groups = [g for g in acc.groups or [] if g["sensor"] in sensors]
+            detail = "; ".join(j.groups[x][1] for x in sensors)
+            plan.letters.append((gateway_payload(groups), reason, detail, m.topic, m.received_ms))
+
+    async def _forward(
+        self, producer: AIOKafkaProducer, out: PartitionBatcher, plan: _Plan
+    ) -> None:
+        """Produce a plan and wait for Kafka's acks; raise KafkaError if any send failed."""
+        s = self.s
+        futures = []
+        await out.start_flush()
+        bad: Counter[str] = Counter()
+        for value, reason, detail, topic, received_ms in plan.letters:
+            bad[reason.value] += 1
+            futures.append(
+                await producer.send(
+                    s.kafka_deadletter_topic,
+                    value,
+                    headers=dlq_headers(reason, detail, f"mqtt:{topic}", "gateway", received_ms),
+                )
+            )
+        n_readings = 0
+        for sensor, n, value in plan.parts:
+            await out.add(sensor.encode(), value)
+            n_readings += n
         futures.extend(await out.flush())
         t = time.perf_counter()
         await asyncio.gather(*futures)
         self.stats.ack_wait_s += time.perf_counter() - t
-        self.stats.messages += len(batch)
+        self.stats.messages += len(plan.msgs)
         self.stats.readings += n_readings
-        self.stats.records += n_records
+        self.stats.records += len(plan.parts)
         self.stats.deadlettered.update(bad)
+
+    def _take_batch(self) -> list[_Msg]:
+        if self._deferred and time.monotonic() >= self._deferred_until:
+            # Deferred messages are decided again, ahead of newer ones.
+            self._pending[:0] = self._deferred
+            self._deferred = []
+            self._deferred_until = math.inf
+        batch = self._pending[: self.s.gateway_max_batch]
+        del self._pending[: len(batch)]
+        return batch
 
     async def _flush_loop(self, producer: AIOKafkaProducer, client: BufferedClient) -> None:
         out = PartitionBatcher(producer, self.s.kafka_readings_topic)
         while True:
-            if not self._pending:
+            batch = self._take_batch()
+            if not batch:
                 if self._stop.is_set():
-                    return
+                    return  # deferred messages stay un-acked: the broker re-delivers them
                 self._wake.clear()
-                await self._wake.wait()
+                wait = self._deferred_until - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), max(wait, 0.0) if wait < 1e9 else None
+                    )
                 continue
-            batch = self._pending[: self.s.gateway_max_batch]
-            del self._pending[: len(batch)]
+            plan = await self._plan(batch)
             delay = 0.2
             while True:
                 try:
-                    await self._forward(producer, out, batch)
+                    await self._forward(producer, out, plan)
+                    self._kafka_error = None
                     break
                 except KafkaError as e:
                     out.reset()
+                    self._kafka_error = str(e) or type(e).__name__
                     # Kafka is unavailable: keep the batch (its MQTT messages stay un-acked,
                     # so the broker keeps them too) and retry. Re-sends may duplicate records;
                     # the processor's idempotent write absorbs that.
@@ -241,11 +350,11 @@ class Gateway:
                     log.warning("Kafka send failed; retrying", extra={"error": str(e)})
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10)
-            for m in batch:
+            for m in plan.msgs:
                 if m.qos:
                     client.ack(m.mid, m.qos)
             stopping = self._stop.is_set()  # stopping: read nothing new, finish what we have
-            if len(self._pending) < RESUME_PENDING and self._helper is not None and not stopping:
+            if self._held() < RESUME_PENDING and self._helper is not None and not stopping:
                 self._helper.resume_reading()
 
     async def _report(self) -> None:
@@ -262,6 +371,8 @@ class Gateway:
                         "kafka_records": self.stats.records,
                         "deadlettered": dict(self.stats.deadlettered),
                         "kafka_ack_wait_s": round(self.stats.ack_wait_s, 2),
+                        "deferred": self.stats.deferred,
+                        "registry_lookups": self.registry.lookups,
                     },
                 )
                 last = cur
@@ -282,6 +393,7 @@ class Gateway:
             "gateway state",
             extra={
                 "pending": len(self._pending),
+                "deferred": len(self._deferred),
                 "paused": self._helper._paused if self._helper else None,
                 "connected": self._connected.is_set(),
                 "socket_unread_bytes": unread,
@@ -289,6 +401,18 @@ class Gateway:
                 "messages": self.stats.messages,
                 "kafka_retries": self.stats.kafka_retries,
             },
+        )
+
+    def probe(self) -> health.Probe:
+        """Liveness and readiness for meetnet/health.py."""
+        return health.Probe(
+            "gateway",
+            alive=not self._stop.is_set(),
+            checks={
+                "mqtt": health.check(self._subscribed, "not connected and subscribed"),
+                "kafka": health.check(self._kafka_error is None, self._kafka_error),
+            },
+            details={"client_id": self.client_id, "pending": len(self._pending)},
         )
 
     def _flusher_done(self, task: asyncio.Task[None]) -> None:
@@ -299,6 +423,16 @@ class Gateway:
             self.stop()
 
     async def run(self) -> None:
+        # The registry first: without it no message can be judged (and none is lost meanwhile:
+        # the broker keeps them until we subscribe).
+        if not await self.registry.start(self._stop):
+            return
+        try:
+            await self._run()
+        finally:
+            await self.registry.close()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         producer = AIOKafkaProducer(
             bootstrap_servers=self.s.kafka_bootstrap,
@@ -355,7 +489,8 @@ def main(settings: Settings) -> None:
             loop.add_signal_handler(sig, gw.stop)
         loop.add_signal_handler(signal.SIGUSR1, gw.dump_state)
         log.info("gateway started", extra={"mqtt": settings.mqtt_url, "client_id": gw.client_id})
-        await gw.run()
+        async with health.serve(settings.health_host, settings.health_port, gw.probe):
+            await gw.run()
         log.info("gateway stopped", extra={"messages": gw.stats.messages})
 
     asyncio.run(_main())

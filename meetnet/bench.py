@@ -16,7 +16,10 @@ What it does, in one run on one machine:
 6. reports readings/s end to end, latency percentiles, the ceiling, their ratio and the CPU
    seconds each component used; with ``--json`` the last line is one JSON object.
 
-Its sensors are ``bench-<run>-<n>`` and it deletes their rows at the end.
+Its sensors are ``bench-<run>-<n>``, registered (with their gateways and a sensor type of the
+run) before the run, and it deletes their rows and registry entries at the end. Its own brokers
+run without MQTT authentication (the load generator is one connection for many sensors); the
+gateway's registry checks apply as always.
 """
 
 from __future__ import annotations
@@ -248,6 +251,14 @@ def bench_ingest(
     gateways: int = 1,
 ) -> int:
     console = Console(stderr=True)
+    if not settings.manage_local_services and settings.mqtt_auth:
+        console.print(
+            "[red]bench ingest publishes for many sensors over one connection, which an "
+            "authenticating broker does not allow: run it with its own brokers "
+            "(MEETNET_MANAGE_LOCAL_SERVICES=true) or against a broker without authentication "
+            "(MEETNET_MQTT_AUTH=false)[/]"
+        )
+        return 2
     run = uuid.uuid4().hex[:6]
     state = Path(tempfile.mkdtemp(prefix="meetnet-bench-"))
     local = settings.manage_local_services
@@ -264,6 +275,7 @@ def bench_ingest(
                 {
                     "mqtt_url": f"mqtt://127.0.0.1:{procs.free_port()}",
                     "kafka_bootstrap": f"127.0.0.1:{procs.free_port()}",
+                    "mqtt_auth": False,
                 }
                 if local
                 else {}
@@ -275,12 +287,21 @@ def bench_ingest(
     n_pub = 2 if mode == "single" else 1
     console.print(
         f"[bold]meetnet bench ingest[/]: {readings:,} readings, mode={mode}, {sensors} sensors, "
-        f"{n_pub} publisher process(es), rate={'max' if rate <= 0 else f'{rate:,.0f}/s'}"
+        f"{n_pub} publisher process(es), rate={'max' if rate <= 0 else f'{rate:,.0f}/s'}, "
+        + (
+            "own brokers (MQTT without authentication)"
+            if local
+            else f"external brokers (MQTT {s.mqtt_url}, no authentication)"
+        )
     )
     result: dict[str, Any] = {}
     workers: dict[str, Any] = {}
+    registered = False
     try:
         with services.engines(s) as eng:
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                _register(conn, run, sensors, n_pub)
+                registered = True
             env = {**s.env(), "MEETNET_MANAGE_LOCAL_SERVICES": "false"}
             # Several gateways share the MQTT subscription (scale-out), each with its own id.
             for i in range(gateways):
@@ -318,6 +339,9 @@ def bench_ingest(
     finally:
         for w in workers.values():
             procs.stop(w)
+        if registered:
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                _unregister(conn, run)
         if os.environ.get("MEETNET_BENCH_KEEP_LOGS"):
             console.print(f"logs kept in {state / 'logs'}")
         else:
@@ -328,6 +352,47 @@ def bench_ingest(
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
+
+
+BENCH_MUNICIPALITY = "44021"
+
+
+def _register(conn: psycopg.Connection, run: str, sensors: int, n_pub: int) -> None:
+    """The run's sensor type, gateways (one per publisher) and sensors (publisher p owns
+    sensors p, p + n_pub, ...), plus the warm-up sensor, in the registry."""
+    type_id = f"bench-{run}"
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO municipalities (nis_code, name) VALUES (%s, 'Gent') "
+            "ON CONFLICT DO NOTHING",
+            (BENCH_MUNICIPALITY,),
+        )
+        conn.execute("INSERT INTO sensor_types (type_id, name) VALUES (%s, %s)", (type_id, type_id))
+        conn.execute(
+            "INSERT INTO sensor_type_metrics (type_id, metric, unit, min_value, max_value, "
+            "interval_s) SELECT %s, m, '1', -1e9, 1e9, 60 FROM unnest(%s::text[]) m",
+            (type_id, list(METRICS)),
+        )
+        conn.execute(
+            "INSERT INTO gateways (gateway_id, municipality) "
+            "SELECT g, %s FROM unnest(%s::text[]) g",
+            (BENCH_MUNICIPALITY, [f"bench-{run}-gw-{p}" for p in range(n_pub)]),
+        )
+        ids = [_sensor_id(run, i) for i in range(sensors)] + [f"warmup-{run}"]
+        gws = [f"bench-{run}-gw-{i % n_pub}" for i in range(sensors)] + [None]
+        conn.execute(
+            "INSERT INTO sensors (sensor_id, municipality, type_id, gateway_id, lat, lon) "
+            "SELECT s, %s, %s, g, 51.05, 3.72 FROM unnest(%s::text[], %s::text[]) AS u(s, g)",
+            (BENCH_MUNICIPALITY, type_id, ids, gws),
+        )
+
+
+def _unregister(conn: psycopg.Connection, run: str) -> None:
+    type_id = f"bench-{run}"
+    with conn.transaction():
+        conn.execute("DELETE FROM sensors WHERE type_id = %s", (type_id,))
+        conn.execute("DELETE FROM gateways WHERE gateway_id LIKE %s", (f"bench-{run}-gw-%",))
+        conn.execute("DELETE FROM sensor_types WHERE type_id = %s", (type_id,))
 
 
 def _warm_up(s: Settings, conn: psycopg.Connection, run: str, console: Console) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from enum import StrEnum
@@ -20,8 +21,18 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+k8s_app = typer.Typer(help="Kubernetes manifests (k8s/).", no_args_is_help=True)
+admin_app = typer.Typer(help="Operator tasks: API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
+app.add_typer(admin_app, name="admin")
+app.add_typer(k8s_app, name="k8s")
+
+
+class KeyRole(StrEnum):
+    admin = "admin"
+    municipality = "municipality"
+    reader = "reader"
 
 
 class Mode(StrEnum):
@@ -40,13 +51,32 @@ def up(
     sensors: Annotated[int, typer.Option(help="Simulated sensors.")] = 300,
     rate: Annotated[float, typer.Option(help="Simulated readings per second, all sensors.")] = 500,
     api_port: Annotated[int, typer.Option(help="Port of the query API.")] = 8000,
+    gateways: Annotated[
+        int, typer.Option(min=1, help="Gateway processes on the MQTT shared subscription.")
+    ] = 1,
+    processors: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processor processes in the consumer group (more than partitions idle)."
+        ),
+    ] = 1,
+    api_workers: Annotated[int, typer.Option(min=1, help="Query API worker processes.")] = 1,
 ) -> None:
     """Start every component (and local engines unless configured external); Ctrl-C stops all."""
     _setup_logging()
     from meetnet.supervisor import run_up
 
     sys.exit(
-        run_up(get_settings(), simulate=simulate, sensors=sensors, rate=rate, api_port=api_port)
+        run_up(
+            get_settings(),
+            simulate=simulate,
+            sensors=sensors,
+            rate=rate,
+            api_port=api_port,
+            gateways=gateways,
+            processors=processors,
+            api_workers=api_workers,
+        )
     )
 
 
@@ -69,6 +99,23 @@ def gateway() -> None:
     from ingest.gateway import main as gateway_main
 
     gateway_main(get_settings())
+
+
+@app.command("broker-auth")
+def broker_auth(
+    once: Annotated[
+        bool, typer.Option(help="Write the files once and exit (before Mosquitto starts).")
+    ] = False,
+) -> None:
+    """Keep Mosquitto's password and ACL files in sync with the registry (SIGHUP on change)."""
+    _setup_logging()
+    from ingest.broker_auth import main as broker_auth_main
+    from ingest.broker_auth import prepare
+
+    if once:
+        prepare(get_settings())
+    else:
+        broker_auth_main(get_settings())
 
 
 @app.command()
@@ -222,6 +269,104 @@ def bench_detect(
 
     spec = QualitySpec(series=series, readings=readings, anomalies=anomalies, seed=seed)
     sys.exit(run_bench(spec, perf=perf, as_json=as_json, sensors=sensors))
+
+
+@k8s_app.command("check")
+def k8s_check(
+    overlay_dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Overlay directories (default: every k8s/overlays/*).", show_default=False
+        ),
+    ] = None,
+    kubernetes_version: Annotated[
+        str, typer.Option(help="Kubernetes version whose schemas the core objects must match.")
+    ] = "",
+    output: Annotated[
+        Path | None, typer.Option(help="Also write each overlay's rendered manifests here.")
+    ] = None,
+) -> None:
+    """Render each overlay (kubectl kustomize), validate it against the schemas and check
+    meetnet's invariants; exit 1 with every problem named."""
+    from meetnet import k8s
+
+    version = kubernetes_version or k8s.KUBERNETES_VERSION
+    failed = False
+    for overlay in overlay_dirs or k8s.overlays():
+        result = k8s.check(overlay, version)
+        if output is not None and result.manifests:
+            output.mkdir(parents=True, exist_ok=True)
+            (output / f"{overlay.name}.yaml").write_text(result.manifests)
+        if result.ok:
+            secrets = ", ".join(sorted(result.secrets)) or "none"
+            typer.echo(
+                f"{overlay}: ok ({len(result.docs)} objects; Kubernetes {version} and operator "
+                f"schemas; invariants) - Secrets to exist in the cluster: {secrets}"
+            )
+            continue
+        failed = True
+        typer.echo(f"{overlay}: {len(result.problems)} problem(s)", err=True)
+        for p in result.problems:
+            typer.echo(f"  {p}", err=True)
+    sys.exit(1 if failed else 0)
+
+
+@admin_app.command("create-key")
+def admin_create_key(
+    role: Annotated[KeyRole, typer.Option(help="What the key may do.")],
+    municipality: Annotated[
+        str | None, typer.Option(help="NIS code of the municipality (role municipality only).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"key": ...} only.')] = False,
+) -> None:
+    """Create an API key in the database of MEETNET_DATABASE_URL (migrating it first if
+    needed) and print it. The key is shown only now: it is stored as a hash."""
+    _setup_logging()
+    from meetnet.admin import AdminError, create_key
+
+    try:
+        row, key = create_key(get_settings(), role.value, municipality, name)
+    except AdminError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps({"key": key}))
+        return
+    where = f" of municipality {row['municipality']}" if row["municipality"] else ""
+    typer.echo(f"created {row['role']} key {row['key_id']}{where}; it is shown only now:")
+    typer.echo(key)
+
+
+@admin_app.command("revoke-key")
+def admin_revoke_key(
+    key_id: Annotated[str, typer.Argument(help="The key id: mnk_<key id>_... .")],
+) -> None:
+    """Revoke an API key; API processes stop accepting it within MEETNET_API_KEY_CACHE_S."""
+    _setup_logging()
+    from meetnet.admin import AdminError, revoke_key
+
+    try:
+        row = revoke_key(get_settings(), key_id)
+    except AdminError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    since = row["revoked_at"].isoformat()
+    typer.echo(f"revoked key {row['key_id']} ({row['role']}), since {since}")
+
+
+@admin_app.command("list-keys")
+def admin_list_keys(
+    include_revoked: Annotated[bool, typer.Option(help="Also revoked keys.")] = False,
+) -> None:
+    """List API keys (ids, roles, municipalities; never secrets)."""
+    _setup_logging()
+    from meetnet.admin import list_keys
+
+    for row in list_keys(get_settings(), include_revoked):
+        revoked = f" revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else ""
+        muni = row["municipality"] or "-"
+        typer.echo(f"{row['key_id']}  {row['role']:<12} {muni:<5}  {row['name']}{revoked}")
 
 
 def main() -> None:

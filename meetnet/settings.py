@@ -10,6 +10,7 @@ Build it with :func:`get_settings` (cached) in a ``main()``; never at import tim
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -61,6 +62,41 @@ class Settings(BaseSettings):
     kafka_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
     processor_group: str = "meetnet-processor"
 
+    # --- device identity (MQTT authentication and the registry caches) ----------------------
+    mqtt_auth: bool = Field(
+        True,
+        description="meetnet's own Mosquitto requires a username and password and applies "
+        "per-device ACLs rendered from the registry (`meetnet broker-auth`). false: anonymous "
+        "and no ACL, for trusted networks and benchmarks only.",
+    )
+    mqtt_username: str = Field(
+        "meetnet.ingest",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="MQTT username of meetnet's ingest gateway (the service account that "
+        "reads every device topic). The default contains a '.', so no device id can take it.",
+    )
+    mqtt_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of `mqtt_username`. Empty: with `mqtt_auth`, a password generated "
+        "once for local runs and kept in <state_dir>/secrets/ (mode 0600).",
+    )
+    mqtt_auth_dir: str = Field(
+        "",
+        description="Where `meetnet broker-auth` writes Mosquitto's password and ACL files; "
+        "empty: <state_dir>/mosquitto.",
+    )
+    mqtt_broker_pid_file: str = Field(
+        "",
+        description="Mosquitto's pid file, for the SIGHUP that reloads the files; empty: "
+        "<state_dir>/mosquitto/mosquitto.pid.",
+    )
+    registry_poll_s: float = Field(
+        5.0,
+        gt=0,
+        description="Registry caches (gateway, processor, broker-auth) compare "
+        "registry_state.version this often, in case a NOTIFY was missed.",
+    )
+
     # --- limits (each enforced with a clear error) -----------------------------------------
     max_payload_bytes: int = Field(256 * 1024, ge=64, description="Largest MQTT payload accepted.")
     max_readings_per_message: int = Field(10_000, ge=1)
@@ -73,6 +109,31 @@ class Settings(BaseSettings):
     api_max_limit: int = Field(10_000, ge=1, description="Most rows one JSON request returns.")
     api_default_limit: int = Field(1_000, ge=1)
     api_statement_timeout_ms: int = Field(10_000, ge=100)
+    api_registry_default_limit: int = Field(100, ge=1, description="Registry items per page.")
+    api_registry_max_limit: int = Field(
+        1_000, ge=1, description="Most registry items (sensors, gateways, ...) one page returns."
+    )
+    api_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body, except bulk uploads."
+    )
+    api_bulk_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest bulk sensor upload (JSON or CSV)."
+    )
+    api_bulk_max_rows: int = Field(10_000, ge=1, description="Most sensors in one bulk upload.")
+
+    # --- access control ------------------------------------------------------------------
+    api_anonymous_read: bool = Field(
+        True,
+        description="Requests without an API key read public data as role `reader` (open "
+        "data). false: every /v1 request needs a key.",
+    )
+    api_key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=30,
+        description="How long a worker trusts a key it looked up: a revoked key stops working "
+        "within this many seconds (at once in the worker that revoked it). 0: no cache.",
+    )
 
     # --- tuning --------------------------------------------------------------------------
     gateway_max_batch: int = Field(5_000, ge=1, description="MQTT messages per Kafka flush.")
@@ -91,6 +152,16 @@ class Settings(BaseSettings):
         "few readings and cost its fixed overhead (a transaction, a dozen Polars calls); at high "
         "rates batches take longer than this anyway. Adds at most this much latency.",
     )
+    health_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Gateway and processor serve GET /live and /ready on this port for "
+        "Kubernetes probes (meetnet/health.py); 0 = off.",
+    )
+    health_host: str = Field(
+        "127.0.0.1", description="Address of the workers' health endpoint (0.0.0.0 in a pod)."
+    )
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
 
@@ -100,6 +171,20 @@ class Settings(BaseSettings):
         parts = urlsplit(v)
         if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
             raise ValueError("mqtt_url must look like mqtt://host:port")
+        return v
+
+    @field_validator("mqtt_topic_prefix")
+    @classmethod
+    def _check_prefix(cls, v: str) -> str:
+        # The prefix goes into topic filters and into Mosquitto's ACL file: no wildcards, no
+        # whitespace or control characters (a newline would start a new ACL line), no empty
+        # levels and no leading '$' (reserved for broker topics).
+        bad = any(c in "+#" or c.isspace() or not c.isprintable() for c in v)
+        if not v or bad or v.startswith("$") or "" in v.split("/"):
+            raise ValueError(
+                "mqtt_topic_prefix must be topic levels like meetnet/v1: no '+', '#', "
+                "whitespace, empty level or leading '$'"
+            )
         return v
 
     @field_validator("database_url")
@@ -121,6 +206,16 @@ class Settings(BaseSettings):
     def dsn(self) -> str:
         return self.database_url.get_secret_value()
 
+    @property
+    def auth_dir(self) -> Path:
+        return Path(self.mqtt_auth_dir) if self.mqtt_auth_dir else self.state_dir / "mosquitto"
+
+    @property
+    def broker_pid_file(self) -> Path:
+        if self.mqtt_broker_pid_file:
+            return Path(self.mqtt_broker_pid_file)
+        return self.state_dir / "mosquitto" / "mosquitto.pid"
+
     def env(self) -> dict[str, str]:
         """``MEETNET_*`` variables that make a child process see exactly these settings."""
         out = {}
@@ -136,4 +231,7 @@ class Settings(BaseSettings):
 
 @functools.cache
 def get_settings() -> Settings:
-    return Settings()
+    # MEETNET_SECRETS_DIR: a directory of files named like the variables (lower case, e.g.
+    # meetnet_database_url), such as a mounted Kubernetes Secret; environment variables win.
+    secrets_dir = os.environ.get("MEETNET_SECRETS_DIR") or None
+    return Settings(_secrets_dir=secrets_dir)

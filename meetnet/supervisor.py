@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -48,31 +49,68 @@ BACKOFF_RESET_AFTER_S = 60.0  # a child that ran this long starts again from BAC
 POLL_S = 0.2
 HEALTH_EVERY_S = 0.5
 HEALTH_SLOW_S = 60.0  # say so once when the API is not healthy after this long
-NAME_WIDTH = 10
+NAME_WIDTH = 10  # at least; wider when a child's name is longer (processor-12)
 MAX_LINE = 64 * 1024  # longer output lines are relayed in pieces
 
 # Stop order and how long each may take to stop on SIGTERM before it is killed.
 GATEWAY_READY_S = 30.0  # at most this long for the gateway's subscription before the simulator
 DRAIN_TIMEOUT_S = 15.0  # at most this long for the processor to catch up before it stops
-STOP_TIMEOUT_S = {"simulator": 15.0, "gateway": 20.0, "processor": 20.0, "api": 10.0}
+STOP_TIMEOUT_S = {
+    "simulator": 15.0,
+    "gateway": 20.0,
+    "processor": 20.0,
+    "api": 10.0,
+    "mqtt-auth": 5.0,
+}
 STYLES = {
     "gateway": "cyan",
     "processor": "magenta",
     "api": "green",
     "simulator": "yellow",
+    "mqtt-auth": "blue",
     "meetnet": "bold blue",
 }
 
 
 @dataclass(frozen=True)
 class ChildSpec:
-    name: str
+    name: str  # unique: "gateway", or "gateway-2" when there are several
     cmd: list[str]
     restart_after_success: bool = True  # False: exit code 0 means done
+    env: dict[str, str] = field(default_factory=dict)  # on top of the supervisor's own
+    kind: str = ""  # gateway, processor, api, simulator; default: the name
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", self.name)
 
 
-def child_specs(*, simulate: bool, sensors: int, rate: float, api_port: int) -> list[ChildSpec]:
-    """What ``meetnet up`` runs, in stop order."""
+def _instances(
+    kind: str, n: int, cmd: list[str], env: Callable[[int], dict[str, str]]
+) -> list[ChildSpec]:
+    """``n`` children of one kind: named like the kind when alone, else kind-1 ... kind-n."""
+    if n == 1:
+        return [ChildSpec(kind, cmd, env=env(0), kind=kind)]
+    return [ChildSpec(f"{kind}-{i}", cmd, env=env(i), kind=kind) for i in range(1, n + 1)]
+
+
+def child_specs(
+    *,
+    simulate: bool,
+    sensors: int,
+    rate: float,
+    api_port: int,
+    gateways: int = 1,
+    processors: int = 1,
+    api_workers: int = 1,
+    gateway_client_id: str = "",
+    broker_auth: bool = False,
+) -> list[ChildSpec]:
+    """What ``meetnet up`` runs, in stop order. Several gateways each get their own stable MQTT
+    client id (``<gateway_client_id>-<i>``: the broker keeps a session, and re-delivers its
+    un-acknowledged messages, per client id); one gateway keeps the configured id. Started
+    in reverse order: the broker-auth sync, which keeps the local Mosquitto's credentials
+    current, first."""
     meetnet = [sys.executable, "-m", "meetnet"]
     specs = []
     if simulate:
@@ -91,12 +129,24 @@ def child_specs(*, simulate: bool, sensors: int, rate: float, api_port: int) -> 
                 restart_after_success=False,
             )
         )
-    specs += [
-        ChildSpec("gateway", [*meetnet, "gateway"]),
-        ChildSpec("processor", [*meetnet, "processor"]),
-        ChildSpec("api", [*meetnet, "api", "--port", str(api_port)]),
-    ]
+    base_id = gateway_client_id or default_gateway_client_id()
+
+    def gateway_env(i: int) -> dict[str, str]:
+        return {"MEETNET_GATEWAY_CLIENT_ID": f"{base_id}-{i}"} if i else {}
+
+    specs += _instances("gateway", gateways, [*meetnet, "gateway"], gateway_env)
+    specs += _instances("processor", processors, [*meetnet, "processor"], lambda i: {})
+    api = [*meetnet, "api", "--port", str(api_port), "--workers", str(api_workers)]
+    specs.append(ChildSpec("api", api))
+    if broker_auth:
+        specs.append(ChildSpec("mqtt-auth", [*meetnet, "broker-auth"]))
     return specs
+
+
+def default_gateway_client_id() -> str:
+    from ingest.gateway import _default_client_id
+
+    return _default_client_id()
 
 
 @dataclass
@@ -136,6 +186,7 @@ class Supervisor:
         self.log_dir = settings.state_dir / "logs"
         self.console = console or Console(highlight=False, soft_wrap=True)
         self.children = [_Child(s, self.log_dir / f"{s.name}.log") for s in specs]
+        self.name_width = max([NAME_WIDTH, *(len(s.name) + 1 for s in specs)])
         self._signals = 0
         self._phase = "starting"  # starting | running | stopping
         self._console_lock = threading.Lock()
@@ -144,7 +195,8 @@ class Supervisor:
 
     # --- output ---------------------------------------------------------------------------
     def _emit(self, name: str, line: str) -> None:
-        text = Text(f"{name:<{NAME_WIDTH}}| ", style=STYLES.get(name, "bold"))
+        kind = name.rsplit("-", 1)[0] if name[-1:].isdigit() else name
+        text = Text(f"{name:<{self.name_width}}| ", style=STYLES.get(kind, "bold"))
         text.append(line)
         with self._console_lock, contextlib.suppress(OSError, ValueError):
             self.console.print(text)
@@ -197,7 +249,9 @@ class Supervisor:
             child.log_start = 0
         try:
             proc = procs.spawn(
-                child.spec.cmd, stdout=subprocess.PIPE, env={"PYTHONUNBUFFERED": "1"}
+                child.spec.cmd,
+                stdout=subprocess.PIPE,
+                env={"PYTHONUNBUFFERED": "1", "MEETNET_INSTANCE": child.name, **child.spec.env},
             )
         except OSError as e:
             self.say(f"cannot start {child.name}: {e}")
@@ -262,40 +316,45 @@ class Supervisor:
                 "memory-only local broker"
             )
 
-    def _wait_logged(self, name: str, needle: str, timeout: float) -> None:
-        child = next((c for c in self.children if c.name == name), None)
+    def _wait_logged(self, kind: str, needle: str, timeout: float) -> None:
+        """Wait until every child of ``kind`` logged ``needle`` in its current run."""
         deadline = time.monotonic() + timeout
-        while child is not None and time.monotonic() < deadline and self._signals == 0:
-            try:
-                with open(child.log_path, "rb") as f:
-                    f.seek(child.log_start)
-                    if needle.encode() in f.read():
-                        return
-            except FileNotFoundError:
-                pass
-            time.sleep(0.1)
-        if child is not None and self._signals == 0:
-            self.say(f"{name} not ready after {timeout:.0f} s; starting the rest anyway")
+        waiting = [c for c in self.children if c.spec.kind == kind]
+        while waiting and time.monotonic() < deadline and self._signals == 0:
+            waiting = [c for c in waiting if not _logged_since_start(c, needle)]
+            if waiting:
+                time.sleep(0.1)
+        if waiting and self._signals == 0:
+            names = ", ".join(c.name for c in waiting)
+            self.say(f"{names} not ready after {timeout:.0f} s; starting the rest anyway")
 
     def _stop_children(self) -> None:
+        """Kind by kind in stop order; all instances of a kind stop together."""
         hurried = False
-        for child in self.children:  # specs are in stop order
-            proc = child.proc
-            if proc is None:
-                continue
-            if child.name == "processor" and proc.poll() is None:
+        for kind in dict.fromkeys(c.spec.kind for c in self.children):
+            group = [(c, c.proc) for c in self.children if c.spec.kind == kind and c.proc]
+            live = [(c, p) for c, p in group if p.poll() is None]
+            if kind == "processor" and live:
                 self._drain()
-            if proc.poll() is None:
-                self.say(f"stopping {child.name}")
-            rc = procs.stop(proc, timeout=STOP_TIMEOUT_S.get(child.name, 10.0))
-            if self._signals >= 2 and not hurried:
-                hurried = True
-                self.say("second signal: killed everything still running")
-            elif rc == -signal.SIGKILL and not hurried:
-                self.say(f"{child.name} did not stop within its timeout and was killed")
-            # Anything the child left in its process group goes too.
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            for c, p in live:
+                self.say(f"stopping {c.name}")
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S.get(kind, 10.0)
+            for c, p in group:
+                try:
+                    rc = p.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    procs.kill9(p)
+                    rc = -signal.SIGKILL
+                if self._signals >= 2 and not hurried:
+                    hurried = True
+                    self.say("second signal: killed everything still running")
+                elif rc == -signal.SIGKILL and not hurried:
+                    self.say(f"{c.name} did not stop within its timeout and was killed")
+                # Anything the child left in its process group goes too.
+                with contextlib.suppress(OSError):
+                    os.killpg(p.pid, signal.SIGKILL)
         for child in self.children:
             for t in child.readers:
                 t.join(timeout=2.0)
@@ -404,6 +463,15 @@ class Supervisor:
             time.sleep(POLL_S)
 
 
+def _logged_since_start(child: _Child, needle: str) -> bool:
+    try:
+        with open(child.log_path, "rb") as f:
+            f.seek(child.log_start)
+            return needle.encode() in f.read()
+    except FileNotFoundError:
+        return False
+
+
 def _describe(rc: int) -> str:
     if rc < 0:
         try:
@@ -430,7 +498,33 @@ def _child_pids(parent: int) -> list[int]:
     return out
 
 
-def run_up(settings: Settings, *, simulate: bool, sensors: int, rate: float, api_port: int) -> int:
+def run_up(
+    settings: Settings,
+    *,
+    simulate: bool,
+    sensors: int,
+    rate: float,
+    api_port: int,
+    gateways: int = 1,
+    processors: int = 1,
+    api_workers: int = 1,
+) -> int:
     """Run everything until SIGINT/SIGTERM; returns the exit code."""
-    specs = child_specs(simulate=simulate, sensors=sensors, rate=rate, api_port=api_port)
-    return Supervisor(settings, specs, api_port=api_port).run()
+    specs = child_specs(
+        simulate=simulate,
+        sensors=sensors,
+        rate=rate,
+        api_port=api_port,
+        gateways=gateways,
+        processors=processors,
+        api_workers=api_workers,
+        gateway_client_id=settings.gateway_client_id,
+        broker_auth=settings.manage_local_services and settings.mqtt_auth,
+    )
+    sup = Supervisor(settings, specs, api_port=api_port)
+    if processors > settings.kafka_partitions:
+        sup.say(
+            f"{processors} processors for {settings.kafka_partitions} partitions "
+            f"(MEETNET_KAFKA_PARTITIONS): {processors - settings.kafka_partitions} will idle"
+        )
+    return sup.run()

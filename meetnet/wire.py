@@ -35,7 +35,7 @@ exactly as published (RFC 3339 text or epoch-ms integer).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NotRequired
@@ -80,6 +80,13 @@ class Reason(StrEnum):
     EMPTY_BATCH = "empty_batch"
     TOO_MANY_READINGS = "too_many_readings"
     UNDECODABLE_RECORD = "undecodable_record"
+    # Registry checks (ingest/registry.py at the gateway, stream/validate.py at the processor).
+    UNKNOWN_SENSOR = "unknown_sensor"
+    SENSOR_RETIRED = "sensor_retired"
+    UNKNOWN_GATEWAY = "unknown_gateway"
+    GATEWAY_RETIRED = "gateway_retired"
+    GATEWAY_NOT_OWNER = "gateway_not_owner"
+    UNKNOWN_METRIC = "unknown_metric"
 
 
 SensorId = Annotated[str, Field(pattern=SENSOR_ID_PATTERN)]
@@ -136,6 +143,7 @@ _DEVICE_READING = TypeAdapter(DeviceReading)
 _DEVICE_BATCH = TypeAdapter(DeviceBatch)
 _GATEWAY_BATCH = TypeAdapter(GatewayBatch)
 _READINGS = TypeAdapter(list[Reading])
+_GROUPS = TypeAdapter(list[SensorGroup])
 
 
 class WireError(ValueError):
@@ -227,9 +235,22 @@ def _is_batch(payload: bytes) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A validated MQTT message, split per sensor: (sensor_id, n_readings, Kafka value)."""
+    """A validated MQTT message, split per sensor: (sensor_id, n_readings, Kafka value).
+
+    ``kind`` and ``ident`` come from the topic (``sensors``/``gateways`` and the id in it);
+    ``groups`` are a gateway message's validated sensor groups (for group-level dead letters).
+    """
 
     parts: list[tuple[str, int, bytes]]
+    # Where it came from; not part of equality (two messages with the same records are equal).
+    kind: str = field(default="sensors", compare=False)
+    ident: str = field(default="", compare=False)
+    groups: list[SensorGroup] | None = field(default=None, compare=False)
+
+
+def gateway_payload(groups: list[SensorGroup]) -> bytes:
+    """A gateway batch holding just ``groups``, as validated (``ts`` as published)."""
+    return b'{"sensors":' + _GROUPS.dump_json(groups) + b"}"
 
 
 def check_message(
@@ -250,7 +271,7 @@ def check_message(
     if t.kind == "sensors":
         readings = _check_device(t.ident, payload, max_readings)
         value = encode_record(t.ident, received_ms, readings)
-        return Accepted(_split(t.ident, len(readings), value))
+        return Accepted(_split(t.ident, len(readings), value), t.kind, t.ident)
     gw: GatewayBatch = _validate(_GATEWAY_BATCH, payload)
     total = sum(len(g["readings"]) for g in gw["sensors"])
     if total > max_readings:
@@ -262,7 +283,7 @@ def check_message(
     for g in gw["sensors"]:
         rs = g["readings"]
         parts += _split(g["sensor"], len(rs), encode_record(g["sensor"], received_ms, rs))
-    return Accepted(parts)
+    return Accepted(parts, t.kind, t.ident, gw["sensors"])
 
 
 def _split(sensor: str, n: int, value: bytes) -> list[tuple[str, int, bytes]]:

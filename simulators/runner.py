@@ -1,10 +1,15 @@
 """``meetnet simulate``: publish the simulator model's readings over MQTT at a steady rate.
 
-One paho-mqtt client publishes QoS 1 messages to ``<prefix>/sensors/<sensor_id>``. Sensors take
-turns: one sensor reports all its metrics every ``len(METRICS) / rate`` seconds, so each sensor
-reports every ``sensors * len(METRICS) / rate`` seconds. The schedule is anchored at the start
-(``time.monotonic``): a publisher that fell behind catches up without drifting, and every
-reading's ``ts`` is its own slot's wall-clock time in epoch milliseconds.
+The simulated fleet publishes as field gateways, one per city (``sim-gw-<city>``, each owning
+its city's sensors; registered in the registry by ``simulators/registry.py`` at start), with one
+paho-mqtt client per gateway publishing QoS 1 messages to ``<prefix>/gateways/<gateway_id>``.
+With ``MEETNET_MQTT_AUTH`` each client logs in with its gateway's credentials, which the
+simulator issues itself at start (rotating the previous ones; the passwords live only in this
+process). Sensors take turns: one sensor reports all its metrics every
+``len(METRICS) / rate`` seconds, so each sensor reports every ``sensors * len(METRICS) / rate``
+seconds. The schedule is anchored at the start (``time.monotonic``): a publisher that fell
+behind catches up without drifting, and every reading's ``ts`` is its own slot's wall-clock
+time in epoch milliseconds.
 
 The number of unacknowledged messages is bounded (by this module and by paho's in-flight
 window, never above what the broker's Receive Maximum allows), so memory stays bounded when
@@ -22,22 +27,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
+import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from meetnet.settings import Settings
-from simulators.model import METRICS, MODES, Encoder, make_fleet
+from simulators.model import METRICS, MODES, Encoder, Fleet, make_fleet
+from simulators.registry import issue_gateway_credentials, register_fleet
+from store.db import DatabaseUnavailable, connect
 
 log = logging.getLogger(__name__)
 
 MAX_UNACKED = 1000  # QoS 1 messages published and not yet acknowledged, at most (memory bound)
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 15.0  # includes the broker learning of freshly issued credentials
 ACK_WAIT_S = 10.0  # at the end, how long to wait for outstanding PUBACKs
 MIN_ROUND_S = 0.02  # publish in rounds at most 50 times a second (each slot keeps its own ts)
 MAX_SLOTS_PER_ROUND = 2000  # sensor reports per round when catching up
@@ -49,11 +58,23 @@ class BrokerUnavailable(RuntimeError):
     """The MQTT broker cannot be reached or refused the connection."""
 
 
-class Publisher:
-    """One paho-mqtt 2.x client (MQTT v5, QoS 1) with a bounded number of unacknowledged
-    messages. Counters are in messages; they are updated from paho's network thread."""
+@dataclass(frozen=True)
+class Login:
+    """One MQTT connection: its credentials (None: anonymous) and the topics it publishes."""
 
-    def __init__(self, settings: Settings, *, max_unacked: int = MAX_UNACKED) -> None:
+    topics: tuple[str, ...]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+class Publisher:
+    """paho-mqtt 2.x clients (MQTT v5, QoS 1), one per :class:`Login`, with a bounded number of
+    unacknowledged messages over all of them. Counters are in messages; they are updated from
+    paho's network threads."""
+
+    def __init__(
+        self, settings: Settings, logins: list[Login], *, max_unacked: int = MAX_UNACKED
+    ) -> None:
         self.where = f"{settings.mqtt_host}:{settings.mqtt_port}"
         self._host = settings.mqtt_host
         self._port = settings.mqtt_port
@@ -63,26 +84,37 @@ class Publisher:
         self.sent = 0
         self.acked = 0
         self.refused = 0
-        self.connected = False
+        self._up: set[int] = set()  # indices of connected clients
         self._closing = False
-        self._connack = threading.Event()
         self._connect_error: str | None = None
-        self._was_connected = False
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"meetnet-sim-{os.getpid()}-{os.urandom(3).hex()}",
-            protocol=mqtt.MQTTv5,
-        )
-        # The bound is kept here (see publish), not by paho's in-flight window: paho rescans
-        # every queued message on each PUBACK, which makes a large window slow (measured:
-        # about 2.7k msg/s with a window of 1000, 6-7k msg/s unbounded in paho and bounded
-        # here). 0 = paho sends each message at once.
-        client.max_inflight_messages_set(0)
-        client.reconnect_delay_set(1, 10)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        self._client = client
+        self._was_connected: set[int] = set()
+        self._clients: list[mqtt.Client] = []
+        self._route: dict[str, mqtt.Client] = {}
+        tag = f"{os.getpid()}-{os.urandom(3).hex()}"
+        for i, login in enumerate(logins):
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"meetnet-sim-{tag}-{i}",
+                protocol=mqtt.MQTTv5,
+                userdata=i,
+            )
+            if login.username is not None:
+                client.username_pw_set(login.username, login.password)
+            # The bound is kept here (see publish), not by paho's in-flight window: paho
+            # rescans every queued message on each PUBACK, which makes a large window slow
+            # (measured: about 2.7k msg/s with a window of 1000, 6-7k msg/s unbounded in paho
+            # and bounded here). 0 = paho sends each message at once.
+            client.max_inflight_messages_set(0)
+            client.reconnect_delay_set(1, 10)
+            client.on_connect = self._on_connect
+            client.on_disconnect = self._on_disconnect
+            client.on_publish = self._on_publish
+            self._clients.append(client)
+            self._route.update(dict.fromkeys(login.topics, client))
+
+    @property
+    def connected(self) -> bool:
+        return len(self._up) == len(self._clients)
 
     # --- paho callbacks (network thread) ------------------------------------------------
     def _on_connect(
@@ -94,21 +126,23 @@ class Publisher:
         properties: Any,
     ) -> None:
         if reason_code.is_failure:
-            self._connect_error = f"the MQTT broker at {self.where} refused the connection: " + (
-                str(reason_code)
-            )
-            self._connack.set()
+            # paho retries by itself (reconnect_delay_set); freshly issued credentials reach
+            # the broker within about a second, so "not authorized" may pass.
+            with self._cond:
+                self._connect_error = (
+                    f"the MQTT broker at {self.where} refused the connection: {reason_code}"
+                )
+                self._cond.notify_all()
             return
         # The broker's Receive Maximum (65535 when absent): more in flight would be refused.
         receive_max = getattr(properties, "ReceiveMaximum", None) or 65535
         with self._cond:
-            self._limit = max(1, min(self._max, int(receive_max)))
-            self.connected = True
+            self._limit = max(1, min(self._limit, int(receive_max)))
+            self._up.add(userdata)
             self._cond.notify_all()
-        if self._was_connected:
+        if userdata in self._was_connected:
             log.info("reconnected to the MQTT broker", extra={"broker": self.where})
-        self._was_connected = True
-        self._connack.set()
+        self._was_connected.add(userdata)
 
     def _on_disconnect(
         self,
@@ -119,9 +153,9 @@ class Publisher:
         properties: Any,
     ) -> None:
         with self._cond:
-            self.connected = False
+            self._up.discard(userdata)
             self._cond.notify_all()
-        if not self._closing and self._was_connected:
+        if not self._closing and userdata in self._was_connected:
             log.warning(
                 "lost the connection to the MQTT broker; reconnecting",
                 extra={"broker": self.where, "reason": str(reason_code)},
@@ -149,21 +183,30 @@ class Publisher:
         """Connect and start paho's network thread; raise BrokerUnavailable with a clear
         message when the broker is down, unreachable or refuses us."""
         hint = "is it running? `meetnet up` starts a local one; MEETNET_MQTT_URL says where it is"
-        try:
-            self._client.connect(self._host, self._port, keepalive=30)
-        except OSError as e:
-            raise BrokerUnavailable(
-                f"cannot reach the MQTT broker at {self.where}: {e.strerror or e}; {hint}"
-            ) from None
-        self._client.loop_start()
-        if not self._connack.wait(timeout):
+        for client in self._clients:
+            try:
+                client.connect(self._host, self._port, keepalive=30)
+            except OSError as e:
+                self.close()
+                raise BrokerUnavailable(
+                    f"cannot reach the MQTT broker at {self.where}: {e.strerror or e}; {hint}"
+                ) from None
+            client.loop_start()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.connected and time.monotonic() < deadline:
+                self._cond.wait(0.1)
+            ok, error = self.connected, self._connect_error
+        if not ok:
             self.close()
+            if error:
+                raise BrokerUnavailable(
+                    f"{error} (for {timeout:.0f}s; with MEETNET_MQTT_AUTH the broker learns of "
+                    "new credentials from `meetnet broker-auth`: is it running?)"
+                )
             raise BrokerUnavailable(
                 f"the MQTT broker at {self.where} did not answer within {timeout:.0f}s; {hint}"
             )
-        if self._connect_error:
-            self.close()
-            raise BrokerUnavailable(self._connect_error)
 
     @property
     def unacked(self) -> int:
@@ -179,7 +222,7 @@ class Publisher:
                 self._cond.wait(0.1)
             self.sent += 1
         # Not connected: paho keeps the message and sends it after reconnecting.
-        self._client.publish(topic, payload, qos=1)
+        self._route[topic].publish(topic, payload, qos=1)
         return True
 
     def wait_acked(self, timeout: float, stop: Callable[[], bool]) -> bool:
@@ -196,8 +239,9 @@ class Publisher:
 
     def close(self) -> None:
         self._closing = True
-        self._client.disconnect()
-        self._client.loop_stop()
+        for client in self._clients:
+            client.disconnect()
+            client.loop_stop()
 
 
 class _Signals:
@@ -266,7 +310,13 @@ def run(
     if problem:
         log.error(problem)
         return 2
-    encoder = Encoder(make_fleet(sensors), settings.mqtt_topic_prefix, mode)
+    fleet = make_fleet(sensors)
+    try:
+        gateways, logins = _identity(settings, fleet, settings.mqtt_topic_prefix)
+    except (psycopg.Error, DatabaseUnavailable) as e:
+        log.error(f"cannot register the simulated sensors in the registry: {e}")
+        return 1
+    encoder = Encoder(fleet, settings.mqtt_topic_prefix, mode, gateways=gateways)
     per_msg = encoder.readings_per_message
     slot_s = len(METRICS) / rate  # one sensor reports all its metrics per slot
     if sensors * slot_s < 0.001:
@@ -276,7 +326,7 @@ def run(
             extra={"sensors": sensors, "rate": rate},
         )
 
-    pub = Publisher(settings)
+    pub = Publisher(settings, logins)
     try:
         pub.connect()
     except BrokerUnavailable as e:
@@ -289,7 +339,9 @@ def run(
             "rate": rate,
             "mode": mode,
             "broker": pub.where,
-            "topics": f"{settings.mqtt_topic_prefix}/sensors/<id>",
+            "topics": f"{settings.mqtt_topic_prefix}/gateways/<id>",
+            "gateways": len(logins),
+            "authenticated": settings.mqtt_auth,
             "every_s": round(sensors * slot_s, 3),
         },
     )
@@ -334,6 +386,22 @@ def run(
     if pub.refused:
         log.error("the broker refused messages", extra={"refused": pub.refused})
     return 0 if all_acked and not pub.refused else 1
+
+
+def _identity(settings: Settings, fleet: Fleet, prefix: str) -> tuple[list[str], list[Login]]:
+    """Register the fleet; one login per gateway (with fresh credentials under mqtt_auth)."""
+    with connect(settings, app="simulator") as conn:
+        gateways = register_fleet(conn, fleet)
+        passwords = issue_gateway_credentials(conn, gateways) if settings.mqtt_auth else {}
+    logins = [
+        Login(
+            (f"{prefix}/gateways/{g}",),
+            g if g in passwords else None,
+            passwords.get(g),
+        )
+        for g in sorted(set(gateways))
+    ]
+    return gateways, logins
 
 
 def _display(duration: float) -> Progress:

@@ -33,12 +33,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from meetnet import health
 from meetnet.settings import Settings
 from meetnet.wire import Reason, dlq_headers
+from store.catalog import RegistryCache
 from store.db import DatabaseUnavailable, aconnect
 from store.readings import ReadingsWriter
+from stream.assignment import Assignment
 from stream.decode import decode
-from stream.validate import Checked, Limits, check
+from stream.validate import Checked, Limits, Registry, check, registry_misses
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +92,38 @@ class Processor:
         self.stats = Stats()
         self._stop = asyncio.Event()
         self._conn: psycopg.AsyncConnection | None = None
+        self.assignment: Assignment | None = None
+        self._db_error: str | None = None  # health: why the last database write failed
+        self.registry = RegistryCache(settings, app="processor-registry")
+        self._registry: tuple[int, Registry] | None = None
 
     def stop(self) -> None:
         self._stop.set()
 
+    def probe(self) -> health.Probe:
+        """Liveness and readiness for meetnet/health.py."""
+        a = self.assignment
+        assigned = a.partitions if a is not None else None
+        return health.Probe(
+            "processor",
+            alive=not self._stop.is_set(),
+            checks={
+                "kafka_group": health.check(assigned is not None, "no assignment from the group"),
+                "database": health.check(self._db_error is None, self._db_error),
+            },
+            details={"partitions": assigned, "idle": assigned == []},
+        )
+
     async def run(self) -> None:
+        if not await self.registry.start(self._stop):
+            return
+        try:
+            await self._run()
+        finally:
+            await self.registry.close()
+
+    async def _run(self) -> None:
         consumer = AIOKafkaConsumer(
-            self.s.kafka_readings_topic,
             bootstrap_servers=self.s.kafka_bootstrap,
             group_id=self.s.processor_group,
             enable_auto_commit=False,
@@ -106,6 +134,8 @@ class Processor:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.s.kafka_bootstrap, acks="all", linger_ms=5
         )
+        self.assignment = Assignment(self.s, consumer)
+        consumer.subscribe([self.s.kafka_readings_topic], listener=self.assignment)
         await producer.start()
         await consumer.start()
         reporter = asyncio.create_task(self._report())
@@ -128,7 +158,9 @@ class Processor:
                 )
                 t = self.stats.timed("poll", t)
                 if batch and not sink.done():
-                    work = self._prepare(batch)
+                    work = await self._confirm_registry(batch, self._prepare(batch))
+                    if work is None:
+                        break  # stopping while the registry cannot confirm a rejection
                     t = self.stats.timed("decode_validate", t)
                     await _put_unless_dead(queue, work, sink)
                     self.stats.timed("wait_for_sink", t)
@@ -155,9 +187,32 @@ class Processor:
     def _prepare(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> _Work:
         records = [r for recs in batch.values() for r in recs]
         decoded = decode([r.value or b"" for r in records])
-        checked = check(decoded.readings, int(self.clock() * 1000), self.limits)
+        checked = check(decoded.readings, int(self.clock() * 1000), self.limits, self._frames())
         offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "") for tp, recs in batch.items()}
         return _Work(records, offsets, checked, decoded.undecodable)
+
+    def _frames(self) -> Registry:
+        if self._registry is None or self._registry[0] != self.registry.revision:
+            self._registry = (self.registry.revision, Registry.build(*self.registry.frames()))
+        return self._registry[1]
+
+    async def _confirm_registry(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], work: _Work
+    ) -> _Work | None:
+        """A registry rejection (unknown sensor or metric) stands only once a fresh lookup of
+        those sensors confirms it: one registered a moment ago must not be dead-lettered. While
+        the database is unreachable, wait (nothing is committed meanwhile); None if stopping."""
+        misses = registry_misses(work.checked)
+        delay = 0.5
+        while misses:
+            changed = await self.registry.refresh_ids(misses, force=True)
+            if changed is not None:
+                return self._prepare(batch) if changed else work
+            if self._stop.is_set():
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+        return work
 
     async def _sink(
         self,
@@ -189,6 +244,7 @@ class Processor:
             try:
                 conn = await self._db()
                 res = await self.writer.write(conn, ok.select("sensor", "metric", "ts_us", "value"))
+                self._db_error = None
                 self.stats.stored += res.inserted
                 self.stats.duplicates += ok.height - res.inserted
                 return
@@ -196,6 +252,7 @@ class Processor:
                 # The database is down or restarting: retry the same batch; nothing is
                 # committed to Kafka meanwhile, so nothing can be lost.
                 log.warning("database unavailable; retrying", extra={"error": str(e)})
+                self._db_error = str(e) or type(e).__name__
                 if self._conn is not None:
                     await self._conn.close()
                     self._conn = None
@@ -288,7 +345,8 @@ def main(settings: Settings) -> None:
             "processor started",
             extra={"topic": settings.kafka_readings_topic, "group": settings.processor_group},
         )
-        await proc.run()
+        async with health.serve(settings.health_host, settings.health_port, proc.probe):
+            await proc.run()
         log.info(
             "processor stopped",
             extra={

@@ -2,7 +2,8 @@
 
 Pure: takes a frame and the current time, returns frames. The gateway already validated each
 message's shape; this is the processor's own check of what only it can judge in bulk (the
-event-time window, calendar validity of timestamps) and a guard against any other producer.
+event-time window, calendar validity of timestamps, each metric against the sensor's type in
+the registry) and a guard against any other producer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,27 @@ from meetnet.wire import METRIC_PATTERN, SENSOR_ID_PATTERN, Reason
 class Limits:
     max_age_ms: int
     max_skew_ms: int
+
+
+@dataclass(frozen=True)
+class Registry:
+    """What the registry allows, as join-ready frames; build with :meth:`build`."""
+
+    sensors: pl.DataFrame  # sensor, _sensor_known: every registered sensor id, once
+    pairs: pl.DataFrame  # sensor, metric, _metric_known: the metrics of each sensor's type
+
+    @classmethod
+    def build(cls, sensors: pl.DataFrame, pairs: pl.DataFrame) -> Registry:
+        """From a frame of sensor ids and one of allowed (sensor, metric) pairs
+        (``store.catalog.RegistryCache.frames``). Made unique: a duplicate would duplicate
+        readings in the joins."""
+        return cls(
+            sensors.select("sensor").unique().with_columns(_sensor_known=pl.lit(True)),
+            pairs.select("sensor", "metric").unique().with_columns(_metric_known=pl.lit(True)),
+        )
+
+
+REGISTRY_REASONS = frozenset({Reason.UNKNOWN_SENSOR.value, Reason.UNKNOWN_METRIC.value})
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,8 @@ def _details(limits: Limits) -> dict[str, str]:
     return {
         Reason.INVALID_SENSOR_ID.value: "sensor id: lowercase letters, digits, '-', '_'",
         Reason.INVALID_METRIC.value: f"metric must match {METRIC_PATTERN}",
+        Reason.UNKNOWN_SENSOR.value: "sensor is not registered",
+        Reason.UNKNOWN_METRIC.value: "metric is not one of the metrics of the sensor's type",
         Reason.NON_FINITE_VALUE.value: "value must be a finite number",
         Reason.INVALID_TIMESTAMP.value: "ts is not a valid date-time (calendar or format)",
         Reason.TIMESTAMP_OUT_OF_RANGE.value: (
@@ -51,15 +75,47 @@ def _details(limits: Limits) -> dict[str, str]:
     }
 
 
-def check(frame: pl.DataFrame, now_ms: int, limits: Limits) -> Checked:
+def _mark_registry(df: pl.DataFrame, registry: Registry) -> pl.DataFrame:
+    """Add boolean columns ``_sensor_known`` and ``_metric_known`` by two left joins."""
+    return (
+        df.join(registry.sensors, on="sensor", how="left", maintain_order="left")
+        .join(registry.pairs, on=["sensor", "metric"], how="left", maintain_order="left")
+        .with_columns(pl.col("_sensor_known", "_metric_known").fill_null(False))
+    )
+
+
+def registry_misses(checked: Checked) -> list[str]:
+    """Sensor ids rejected for a registry reason: to be confirmed by a fresh lookup before the
+    rejection stands (the registry may have changed a moment ago)."""
+    rej = checked.rejects
+    if rej.height == 0:
+        return []
+    hit = rej.filter(pl.col("reason").is_in(list(REGISTRY_REASONS)))
+    return hit["sensor"].unique().sort().to_list()
+
+
+def check(
+    frame: pl.DataFrame, now_ms: int, limits: Limits, registry: Registry | None = None
+) -> Checked:
+    """Accepted readings and rejects. With ``registry``, a reading of an unregistered sensor
+    is ``unknown_sensor`` and one whose metric is not in its sensor's type ``unknown_metric``."""
     lo_us = (now_ms - limits.max_age_ms) * 1000
     hi_us = (now_ms + limits.max_skew_ms) * 1000
     df = frame.with_columns(parse_ts_us(pl.col("ts")).alias("ts_us"))
+    if registry is not None:
+        df = _mark_registry(df, registry)
+        sensor_known, metric_known = pl.col("_sensor_known"), pl.col("_metric_known")
+    else:
+        sensor_known = metric_known = pl.lit(True)
     reason = (
         pl.when(~pl.col("sensor").fill_null("").str.contains(SENSOR_ID_PATTERN))
         .then(pl.lit(Reason.INVALID_SENSOR_ID.value))
         .when(~pl.col("metric").fill_null("").str.contains(METRIC_PATTERN))
         .then(pl.lit(Reason.INVALID_METRIC.value))
+        .when(~sensor_known)
+        .then(pl.lit(Reason.UNKNOWN_SENSOR.value))
+        .when(~metric_known)
+        .then(pl.lit(Reason.UNKNOWN_METRIC.value))
         .when(pl.col("value").is_null() | ~pl.col("value").is_finite())
         .then(pl.lit(Reason.NON_FINITE_VALUE.value))
         .when(pl.col("ts_us").is_null())

@@ -36,6 +36,9 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
         state_dir=state,
         manage_local_services=True,
+        # The session's Mosquitto is anonymous (MQTT authentication has its own broker and
+        # tests, tests/ingest/test_broker_auth.py); the gateway's registry checks still apply.
+        mqtt_auth=False,
     )
 
 

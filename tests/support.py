@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -201,3 +205,52 @@ def register_sensors(
             " ON CONFLICT DO NOTHING",
             (municipality, type_id, gateway, visibility, list(sensor_ids)),
         )
+
+
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get_json(url: str, timeout: float = 3) -> tuple[int, Any]:
+    """(status, decoded JSON body) of a GET; (0, None) when nothing answers."""
+    try:
+        with _http.open(url, timeout=timeout) as r:
+            return int(r.status), json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read() or b"null")
+        except ValueError:
+            return e.code, None
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, None
+
+
+def kafka_records(s: Settings, quiet_s: float = 1.5) -> int:
+    """Records in the readings topic, counted by reading it from the start until nothing more
+    arrives for ``quiet_s`` (the local broker's ListOffsets answers the last batch's base
+    offset + 1, not the high watermark, so end offsets cannot count records)."""
+
+    async def _count() -> int:
+        consumer = AIOKafkaConsumer(
+            s.kafka_readings_topic,
+            bootstrap_servers=s.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        n = 0
+        try:
+            while batch := await consumer.getmany(timeout_ms=int(quiet_s * 1000)):
+                n += sum(len(recs) for recs in batch.values())
+        finally:
+            await consumer.stop()
+        return n
+
+    return asyncio.run(_count())
+
+
+def logged_count(log: Path, message: str, key: str) -> int:
+    """The integer ``key=`` of the last ``message`` line in a worker's text log."""
+    text = log.read_text()
+    line = text.rsplit(message, 1)[1].split("\n", 1)[0]
+    return int(line.split(f"{key}=", 1)[1].split()[0])

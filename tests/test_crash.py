@@ -18,6 +18,7 @@ from tests.support import (
     pipeline_state,
     publish_all,
     publisher,
+    register_sensors,
     start_worker,
     wait_subscribed,
     wait_until,
@@ -64,6 +65,7 @@ def _run_with_kills(
 ) -> None:
     t0 = (int(time.time()) - 3600) * 1000
     msgs, expected = _messages(stack, rounds=200, t0=t0)  # 8,000 messages, 40,000 readings
+    register_sensors(db, [f"crash-{i:03d}" for i in range(SENSORS)], metrics=METRICS)
     env = {
         "MEETNET_GATEWAY_CLIENT_ID": f"crash-gw-{victim}",
         "MEETNET_PROCESSOR_MAX_RECORDS": "500",

@@ -18,6 +18,7 @@ from tests.support import (
     count_readings,
     publish_all,
     read_deadletters,
+    register_sensors,
     start_worker,
     wait_subscribed,
     wait_until,
@@ -35,6 +36,8 @@ def test_valid_readings_reach_the_api_and_each_malformed_one_is_deadlettered_wit
 ) -> None:
     p = stack.mqtt_topic_prefix
     now = int(time.time() * 1000) // 1000 * 1000
+    # Registered, so the API serves their readings (unregistered sensors are 404 there).
+    register_sensors(db, ["e2e-air-1", "e2e-air-2", "e2e-air-3"], gateway="e2e-gw-1")
     dev = f"{p}/sensors/e2e-air-1"
     valid: list[tuple[str, bytes]] = [
         (dev, json.dumps({"metric": "pm25", "ts": now, "value": 12.5}).encode()),
@@ -166,6 +169,8 @@ def test_valid_readings_reach_the_api_and_each_malformed_one_is_deadlettered_wit
         if i < len(valid):
             messages.append(valid[i])
 
+    register_sensors(db, ["e2e-air-1"])
+    register_sensors(db, ["e2e-air-2", "e2e-air-3"], gateway="e2e-gw-1")
     gw = start_worker("gateway", stack, tmp_path, {"MEETNET_GATEWAY_CLIENT_ID": "e2e-gw"})
     pr = start_worker("processor", stack, tmp_path)
     try:
@@ -224,6 +229,7 @@ def test_two_gateways_on_one_shared_subscription_split_the_messages_and_lose_non
         )
         for i in range(n)
     ]
+    register_sensors(db, [f"share-{i:02d}" for i in range(50)])
     gateways = [
         start_worker("gateway", stack, tmp_path / name, {"MEETNET_GATEWAY_CLIENT_ID": name})
         for name in ("share-gw-a", "share-gw-b")

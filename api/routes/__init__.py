@@ -1,11 +1,31 @@
-"""The API's routers: versioned data routes under /v1, operational ones at the root."""
+"""The API's routers: versioned data and registry routes under /v1, operational ones at the root."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import health, readings
+from api.routes import (
+    bulk,
+    credentials,
+    gateways,
+    health,
+    keys,
+    municipalities,
+    readings,
+    sensor_types,
+    sensors,
+)
 
 api_router = APIRouter()
-api_router.include_router(readings.router, prefix="/v1")
+for module in (
+    readings,
+    municipalities,
+    sensor_types,
+    bulk,  # before sensors: /sensors/bulk is not a sensor id
+    sensors,
+    gateways,
+    credentials,
+    keys,
+):
+    api_router.include_router(module.router, prefix="/v1")
 api_router.include_router(health.router)

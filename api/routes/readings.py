@@ -12,11 +12,12 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic import BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from api.auth import Caller
 from api.deps import DatabaseDep, SettingsDep
 from api.errors import DATABASE_ERRORS, NOT_FOUND, invalid
 from api.schemas import ReadingsPage, readings_page_json, rfc3339_utc
 from meetnet.wire import MAX_EPOCH_MS, METRIC_PATTERN, SENSOR_ID_PATTERN
-from store import queries
+from store import queries, registry
 
 router = APIRouter(tags=["readings"])
 
@@ -123,6 +124,7 @@ def decode_cursor(token: str) -> queries.Position:
 async def get_readings(
     database: DatabaseDep,
     settings: SettingsDep,
+    caller: Caller,
     sensor_id: Annotated[
         str,
         Path(pattern=SENSOR_ID_PATTERN, description="Sensor id.", examples=["gent-air-001"]),
@@ -157,6 +159,9 @@ async def get_readings(
     A page holds at most `limit` readings; when more follow, `next_cursor` is set: repeat the
     request with `cursor=<next_cursor>` (same other parameters) to continue exactly after the
     last reading returned. One request spans at most 366 days.
+
+    A private sensor's readings are served only to its municipality and admins; for anyone
+    else it does not exist (404), like a sensor that is not registered.
     """
     if limit is None:
         limit = min(settings.api_default_limit, settings.api_max_limit)
@@ -193,13 +198,24 @@ async def get_readings(
                 cursor,
             ) from None
 
-    try:
-        async with database.connection() as conn:
+    async with database.connection() as conn:
+        # Raises NotFound (404) for an unregistered sensor or one the caller may not see.
+        sensor = await registry.get_sensor(conn, caller, sensor_id)
+        try:
             page = await queries.raw_readings(
                 conn, sensor_id, metric=metric, start=start, end=end, limit=limit, after=after
             )
-    except (queries.UnknownSensor, queries.UnknownMetric) as e:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from None
+        except (queries.UnknownSensor, queries.UnknownMetric) as e:
+            # A registered sensor without data yet, or without data of this metric: an empty
+            # page for the metrics its type declares, a 404 naming the known ones otherwise.
+            declared = await registry.type_metrics(conn, sensor["type_id"])
+            if metric is None or metric in declared:
+                page = queries.RawPage([], None)
+            else:
+                known = sorted(set(declared) | set(getattr(e, "known", [])))
+                raise HTTPException(
+                    status.HTTP_404_NOT_FOUND, str(queries.UnknownMetric(sensor_id, metric, known))
+                ) from None
     body = readings_page_json(
         sensor_id,
         page.readings,

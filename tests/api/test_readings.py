@@ -14,12 +14,15 @@ from pydantic import SecretStr
 from api.main import create_app
 from api.schemas import ReadingsPage
 from meetnet.settings import Settings
+from tests.support import register_sensors
 
 T0 = datetime(2026, 11, 29, 19, 0, tzinfo=UTC)
 URL = "/v1/sensors/{}/readings"
 
 
 def add_series(db: psycopg.Connection, sensor: str, metric: str) -> int:
+    # The API serves registered sensors only; their type declares the metrics seeded here.
+    register_sensors(db, [sensor], metrics=[metric])
     row = db.execute(
         "INSERT INTO series (sensor_id, metric) VALUES (%s, %s) RETURNING series_id",
         (sensor, metric),

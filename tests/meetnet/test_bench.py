@@ -64,4 +64,11 @@ def test_bench_ingest_reports_every_reading_stored_once_as_its_last_json_line(
     # It cleans up after itself: no bench series remain.
     with psycopg.connect(migrated_db) as conn:
         row = conn.execute("SELECT count(*) FROM series WHERE sensor_id LIKE 'bench-%'").fetchone()
+        registered = conn.execute(
+            "SELECT (SELECT count(*) FROM sensors WHERE sensor_id LIKE 'bench-%' "
+            "OR sensor_id LIKE 'warmup-%'), (SELECT count(*) FROM gateways WHERE gateway_id "
+            "LIKE 'bench-%'), (SELECT count(*) FROM sensor_types WHERE type_id LIKE 'bench-%')"
+        ).fetchone()
     assert row == (0,)
+    assert registered == (0, 0, 0), "the run's registry entries remain"
+    assert "MQTT without authentication" in out.stderr  # it says how its brokers run

@@ -193,3 +193,25 @@ def test_custom_prefix_in_topics() -> None:
     wire.check_message(
         topic, payload, prefix="test-abc/v1", max_bytes=4096, max_readings=5, received_ms=0
     )
+
+
+@pytest.mark.parametrize("mode", ["batch", "single"])
+def test_gateway_form_carries_the_same_readings_on_each_sensor_s_gateway_topic(mode: str) -> None:
+    fleet = make_fleet(6, seed=2)
+    gateways = [f"gw-{fleet.city_name(i)}" for i in range(6)]
+    device = Encoder(fleet, PREFIX, mode)
+    via_gw = Encoder(fleet, PREFIX, mode, gateways=gateways)
+    idx = np.array([0, 3, 5])
+    ts = local_ms(2026, 3, 3, 9)
+    values = readings(fleet, idx, ts)
+    plain, wrapped = device.encode(idx, ts, values), via_gw.encode(idx, ts, values)
+    assert len(plain) == len(wrapped)
+    for (_, p), (topic, w) in zip(plain, wrapped, strict=True):
+        [group] = json.loads(w)["sensors"]
+        assert topic == f"{PREFIX}/gateways/{gateways[fleet.ids.index(group['sensor'])]}"
+        body = json.loads(p)
+        assert group["readings"] == (body["readings"] if mode == "batch" else [body])
+        acc = _check(topic, w)
+        assert acc.kind == "gateways" and acc.parts[0][0] == group["sensor"]
+    with pytest.raises(ValueError):
+        Encoder(fleet, PREFIX, mode, gateways=gateways[:2])

@@ -5,27 +5,36 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
+import store
 from meetnet.settings import Settings
 from meetnet.wire import check_message
 from stream.processor import Processor
+from tests.support import register_sensors
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def schemaless_db(migrated_db: str) -> Iterator[str]:
-    """A database without meetnet's tables: every write fails, and not with a retriable error."""
+    """A database with the registry (sensor p-1 registered) but without meetnet's readings
+    tables: every write fails, and not with a retriable error."""
     name = f"meetnet_empty_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(migrated_db, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
+    url = migrated_db.rsplit("/", 1)[0] + "/" + name
     try:
-        yield migrated_db.rsplit("/", 1)[0] + "/" + name
+        registry_sql = Path(store.__file__).parent / "migrations" / "0002_registry.sql"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(registry_sql.read_text())
+            register_sensors(conn, ["p-1"])
+        yield url
     finally:
         with psycopg.connect(migrated_db, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -8,7 +8,7 @@ from polars.testing import assert_frame_equal
 
 from meetnet.wire import Reason
 from stream.decode import READINGS_SCHEMA
-from stream.validate import Checked, Limits, check, parse_ts_us
+from stream.validate import Checked, Limits, Registry, check, parse_ts_us, registry_misses
 
 NOW_MS = 1_795_978_800_000  # 2026-11-29T19:00:00Z
 NOW_US = NOW_MS * 1000
@@ -280,3 +280,57 @@ def test_empty_frame_gives_empty_ok_and_rejects() -> None:
     assert (out.ok.height, out.rejects.height) == (0, 0)
     assert out.ok.columns == OK_COLUMNS
     assert out.rejects.columns == REJECT_COLUMNS
+
+
+# --- the registry: unknown sensors and metrics -----------------------------------------------
+
+REGISTRY = Registry.build(
+    pl.DataFrame({"sensor": ["s-1", "s-2", "s-empty"]}),
+    pl.DataFrame({"sensor": ["s-1", "s-1", "s-2"], "metric": ["pm25", "no2", "pm25"]}),
+)
+
+
+def test_metrics_outside_the_sensor_s_type_and_unregistered_sensors_are_rejected() -> None:
+    ts = str(NOW_MS)
+    rows = [
+        ("s-1", "pm25", ts, 1.0),
+        ("s-1", "co2", ts, 2.0),  # s-1 has no co2
+        ("s-2", "no2", ts, 3.0),  # the no2 of s-1 is not the no2 of s-2
+        ("ghost", "pm25", ts, 4.0),
+        ("s-empty", "pm25", ts, 5.0),  # registered, its type has no metrics
+        ("s-2", "pm25", ts, 6.0),
+        ("s-1", "no2", "1", 7.0),  # wrong twice: the registry reason wins over the window
+    ]
+    out = check(frame(rows), NOW_MS, LIMITS, REGISTRY)
+    assert out.ok["value"].to_list() == [1.0, 6.0]
+    assert out.ok.columns == OK_COLUMNS and out.rejects.columns == REJECT_COLUMNS
+    got = dict(zip(out.rejects["value"].to_list(), out.rejects["reason"].to_list(), strict=True))
+    assert got == {
+        2.0: Reason.UNKNOWN_METRIC.value,
+        3.0: Reason.UNKNOWN_METRIC.value,
+        4.0: Reason.UNKNOWN_SENSOR.value,
+        5.0: Reason.UNKNOWN_METRIC.value,
+        7.0: Reason.TIMESTAMP_OUT_OF_RANGE.value,
+    }
+    assert out.rejects["rec"].to_list() == [1, 2, 3, 4, 6]  # batch order kept
+    assert all(out.rejects["detail"].to_list())
+    assert registry_misses(out) == ["ghost", "s-1", "s-2", "s-empty"]
+
+
+def test_without_a_registry_nothing_is_checked_against_it_and_order_is_kept() -> None:
+    rows = [(f"s-{i}", "anything", str(NOW_MS), float(i)) for i in range(50)]
+    with_registry = check(frame(rows), NOW_MS, LIMITS, REGISTRY)
+    without = check(frame(rows), NOW_MS, LIMITS)
+    assert without.ok["value"].to_list() == [float(i) for i in range(50)]
+    assert registry_misses(without) == []
+    assert with_registry.ok.height == 0
+    assert with_registry.rejects["rec"].to_list() == list(range(50))
+
+
+def test_a_registry_with_duplicate_rows_does_not_duplicate_readings() -> None:
+    dup = Registry.build(
+        pl.DataFrame({"sensor": ["s-1", "s-1"]}),
+        pl.DataFrame({"sensor": ["s-1", "s-1"], "metric": ["pm25", "pm25"]}),
+    )
+    out = check(frame([("s-1", "pm25", str(NOW_MS), 1.0)]), NOW_MS, LIMITS, dup)
+    assert out.ok.height == 1
