@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     )
     kafka_readings_topic: str = "meetnet.readings.v1"
     kafka_deadletter_topic: str = "meetnet.deadletter.v1"
+    kafka_alerts_topic: str = Field(
+        "meetnet.alerts.v1",
+        description="Kafka topic of anomaly alerts: one JSON record per flag opened or resolved.",
+    )
     kafka_partitions: int = Field(6, ge=1, description="Partitions of topics meetnet creates.")
     kafka_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
     processor_group: str = "meetnet-processor"
