@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     )
     kafka_readings_topic: str = "meetnet.readings.v1"
     kafka_deadletter_topic: str = "meetnet.deadletter.v1"
+    kafka_alerts_topic: str = Field(
+        "meetnet.alerts.v1",
+        description="Kafka topic of anomaly alerts: one JSON record per flag opened or resolved.",
+    )
     kafka_partitions: int = Field(6, ge=1, description="Partitions of topics meetnet creates.")
     kafka_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
     processor_group: str = "meetnet-processor"
@@ -174,6 +178,32 @@ class Settings(BaseSettings):
         description="Start a batch at most this often: at low rates every batch would hold a "
         "few readings and cost its fixed overhead (a transaction, a dozen Polars calls); at high "
         "rates batches take longer than this anyway. Adds at most this much latency.",
+    )
+    processor_fetch_max_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most record bytes one Kafka fetch (and so one poll batch) holds; with the "
+        "two batches in flight it bounds the processor's memory, whatever the records hold.",
+    )
+    processor_max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1000,
+        description="Kafka max.poll.interval.ms. The processor keeps polling (with its "
+        "partitions paused) while its database sink is behind, so a slow database does not "
+        "exceed it.",
+    )
+    processor_session_timeout_ms: int = Field(
+        10_000, ge=1000, description="Kafka session.timeout.ms of the processors' group."
+    )
+    rollup_late_horizon_s: float = Field(
+        86_400,
+        ge=0,
+        description="Rollup buckets holding a reading older than this (event time, against the "
+        "processor's clock) are recomputed from the raw readings by the repair instead of "
+        "merged on the hot path.",
+    )
+    rollup_repair_interval_s: float = Field(
+        2.0, gt=0, description="How often a processor recomputes queued (late) rollup buckets."
     )
     health_port: int = Field(
         0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
@@ -24,14 +25,21 @@ class Assignment(ConsumerRebalanceListener):
     each partition to exactly one member, so an extra processor never processes anything
     twice; it takes over when a member leaves."""
 
-    def __init__(self, settings: Settings, consumer: AIOKafkaConsumer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        on_revoked: Callable[[set[TopicPartition]], Awaitable[None]] | None = None,
+    ) -> None:
         self.s = settings
         self.consumer = consumer
+        self._on_revoked = on_revoked  # the processor's hand-over of batches in flight
         self.partitions: list[int] | None = None  # None until the group first assigned us
         self._idle_log: asyncio.Task[None] | None = None
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass
+        if self._on_revoked is not None:
+            await self._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.partitions = sorted(tp.partition for tp in assigned)
