@@ -23,7 +23,7 @@ from api.ld import context, documents, rollups
 from api.routes.readings import QueryTimestamp, decode_cursor, encode_cursor
 from api.schemas import rfc3339_utc
 from api.sta import ids
-from api.sta.errors import StaError, bad_request, not_found
+from api.sta.errors import bad_request, not_found
 from meetnet.wire import METRIC_PATTERN, SENSOR_ID_PATTERN
 from store import queries, registry
 from store.access import NotFound, Principal
@@ -129,9 +129,9 @@ async def get_procedure(
 async def get_aggregation(
     level: str, stat: str, request: Request, settings: SettingsDep
 ) -> Response:
-    if level not in rollups.LEVELS or stat not in documents.STATISTICS:
+    if level not in rollups.BY_NAME or stat not in documents.STATISTICS:
         raise not_found(
-            f"no aggregation {level}/{stat}; levels: {', '.join(rollups.LEVELS)}; statistics: "
+            f"no aggregation {level}/{stat}; levels: {', '.join(rollups.BY_NAME)}; statistics: "
             + ", ".join(documents.STATISTICS)
         )
     iris = documents.Iris(_base(request, settings.api_public_url))
@@ -279,9 +279,9 @@ async def get_rollups(
     """Buckets with `from <= bucket start < to` (default: the last 24 h), each statistic an
     observation derived (`prov:wasDerivedFrom`) from the SensorThings URL of exactly its raw
     readings and made with the aggregation procedure (`sosa:usedProcedure`)."""
-    lvl = rollups.LEVELS.get(level)
+    lvl = rollups.BY_NAME.get(level)
     if lvl is None:
-        raise not_found(f"no rollup level {level!r}; the levels are: {', '.join(rollups.LEVELS)}")
+        raise not_found(f"no rollup level {level!r}; the levels are: {', '.join(rollups.BY_NAME)}")
     stats = [s.strip() for s in stat.split(",")] if stat else list(documents.STATISTICS)
     bad = [s for s in stats if s not in documents.STATISTICS]
     if bad or not stats:
@@ -291,10 +291,6 @@ async def get_rollups(
     n = _limit(limit, 100, 1000)
     async with database.connection() as conn:
         sensor, metric, unit = await _stream(conn, caller, ds_id)
-        if not await rollups.available(conn, lvl):
-            raise StaError(
-                503, "rollups are not available in this database (migration 0003 is not applied)"
-            )
         cur = await conn.execute(
             "SELECT series_id FROM series WHERE sensor_id = %s AND metric = %s",
             (sensor["sensor_id"], metric),

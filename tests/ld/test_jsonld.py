@@ -5,7 +5,8 @@ returns exactly the raw readings they were computed from."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 from statistics import fmean, pstdev
 from typing import Any
 
@@ -253,12 +254,56 @@ def test_rollup_statistics_are_observations_derived_from_their_raw_readings(
     assert [o["result"] for o in body["value"]] == values
 
 
-def test_rollup_route_says_when_rollups_are_missing(sta_ro: StaWorld) -> None:
-    r = sta_ro.get("/ld/datastreams/gent-air-1:pm25/rollups/1h")
-    exists = sta_ro.db.execute("SELECT to_regclass('rollups_1h') IS NOT NULL").fetchone()[0]  # type: ignore[index]
-    if exists:
-        assert r.status_code == 200
-    else:
-        assert r.status_code == 503 and "migration 0003" in r.json()["message"]
+def test_rollups_route_serves_the_maintained_rollups_with_provenance(sta_ro: StaWorld) -> None:
+    # Three whole hours of gent-air-1:pm25; the world's rollups were rebuilt from its readings.
+    first = (START + timedelta(hours=1)).replace(minute=0)
+    url = (
+        "/ld/datastreams/gent-air-1:pm25/rollups/1h?stat=mean,count,max&limit=2"
+        f"&from={rfc3339_utc(first)}&to={rfc3339_utc(first + timedelta(hours=3))}"
+    )
+    doc = get(sta_ro, url)
+    assert doc["nextPage"].startswith(f"{BASE}/ld/datastreams/gent-air-1:pm25/rollups/1h?")
+    (collection,) = expand(sta_ro, doc)
+    members = collection[SOSA + "hasMember"]
+    assert len(members) == 2 * 3  # two buckets, three statistics each
+    for hour in range(2):
+        start = first + timedelta(hours=hour)
+        i0 = int((start - START) / STEP)
+        values = [value_of("gent-air-1", "pm25", i) for i in range(i0, i0 + 6)]
+        node_of = {
+            m["@id"].rsplit("#", 1)[1]: m
+            for m in members
+            if m["@id"].startswith(
+                f"{BASE}/ld/datastreams/gent-air-1:pm25/rollups/1h/{rfc3339_utc(start)}#"
+            )
+        }
+        assert value(node_of["mean"], SOSA + "hasSimpleResult")["@value"] == pytest.approx(
+            fmean(values)
+        )
+        assert value(node_of["count"], SOSA + "hasSimpleResult")["@value"] == 6
+        assert value(node_of["max"], SOSA + "hasSimpleResult")["@value"] == max(values)
+        (raw,) = ids_of(node_of["mean"], PROV + "wasDerivedFrom")
+        assert [o["result"] for o in sta_ro.ok(raw.removeprefix(BASE))["value"]] == values
+    rest = get(sta_ro, doc["nextPage"].removeprefix(BASE))
+    assert len(rest["hasMember"]) == 3 and "nextPage" not in rest
+    # a local calendar day ends at the next midnight in Europe/Brussels
+    day = get(
+        sta_ro,
+        "/ld/datastreams/gent-air-1:pm25/rollups/1d_local?stat=count&limit=1"
+        f"&from={rfc3339_utc(START)}&to={rfc3339_utc(START + timedelta(days=2))}",
+    )
+    (m,) = day["hasMember"]
+    begin = m["phenomenonTime"]["hasBeginning"]["inXSDDateTimeStamp"]
+    end = m["phenomenonTime"]["hasEnd"]["inXSDDateTimeStamp"]
+    local = ZoneInfo("Europe/Brussels")
+    b = datetime.fromisoformat(begin).astimezone(local)
+    e = datetime.fromisoformat(end).astimezone(local)
+    assert (b.hour, b.minute, e.hour, e.minute) == (
+        0,
+        0,
+        0,
+        0,
+    ) and e.date() == b.date() + timedelta(days=1)
     assert sta_ro.get("/ld/datastreams/gent-air-1:pm25/rollups/2h").status_code == 404
     assert sta_ro.get("/ld/datastreams/gent-air-1:pm25/rollups/1h?stat=median").status_code == 400
+    assert sta_ro.get("/ld/datastreams/gent-priv:pm25/rollups/1h").status_code == 404

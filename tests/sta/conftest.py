@@ -4,6 +4,7 @@ of every role."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from meetnet.admin import create_key
 from meetnet.settings import Settings
+from store import rollups
 from tests.conftest import DATA_TABLES
 
 GENT, ANTWERPEN = "44021", "11002"
@@ -97,6 +99,7 @@ def populate(db: psycopg.Connection, settings: Settings) -> dict[str, str]:
                 with db.cursor().copy("COPY readings (series_id, ts, value) FROM STDIN") as cp:
                     for i in range(N_READINGS):
                         cp.write_row((series_id, START + i * STEP, value_of(sid, metric, i)))
+    asyncio.run(_rebuild_rollups(settings))
     for who, role, nis in (
         ("gent", "municipality", GENT),
         ("antwerpen", "municipality", ANTWERPEN),
@@ -104,6 +107,13 @@ def populate(db: psycopg.Connection, settings: Settings) -> dict[str, str]:
     ):
         keys[who] = create_key(settings, role, nis, who)[1]
     return keys
+
+
+async def _rebuild_rollups(settings: Settings) -> None:
+    """The readings were COPYed straight into the table: compute their rollups, as the
+    processor would have (meetnet rollups rebuild)."""
+    async with await psycopg.AsyncConnection.connect(settings.dsn) as conn:
+        await rollups.rebuild(conn)
 
 
 @pytest.fixture(scope="module")
