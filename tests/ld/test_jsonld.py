@@ -6,9 +6,9 @@ returns exactly the raw readings they were computed from."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 from statistics import fmean, pstdev
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from pyld import jsonld
