@@ -21,8 +21,10 @@ from api import errors
 from api.auth import KeyCache
 from api.body_limit import BodyLimit
 from api.deps import Database
+from api.producer import ReadingsProducer
 from api.routes import api_router
 from api.routes.bulk import BULK_PATH
+from api.sta import errors as sta_errors
 from meetnet import logs
 from meetnet.settings import Settings, get_settings
 
@@ -38,6 +40,7 @@ def _version() -> str:
 
 def create_app(settings: Settings) -> FastAPI:
     database = Database(settings)
+    producer = ReadingsProducer(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await producer.close()
             await database.close()
             log.info("query API stopped")
 
@@ -62,8 +66,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.readings_producer = producer
     app.state.key_cache = KeyCache(settings.api_key_cache_s)
     errors.install(app)
+    sta_errors.install(app)
     app.include_router(api_router)
     app.add_middleware(
         BodyLimit,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -20,10 +22,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+rollups_app = typer.Typer(help="Rollup tables.", no_args_is_help=True)
 k8s_app = typer.Typer(help="Kubernetes manifests (k8s/).", no_args_is_help=True)
 admin_app = typer.Typer(help="Operator tasks: API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
+app.add_typer(rollups_app, name="rollups")
 app.add_typer(admin_app, name="admin")
 app.add_typer(k8s_app, name="k8s")
 
@@ -89,6 +93,64 @@ def db_migrate() -> None:
     with connect(get_settings(), app="migrate", autocommit=True) as conn:
         done = migrate(conn)
     typer.echo(f"applied {len(done)} migration(s)" if done else "schema is up to date")
+
+
+def _instant(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    from meetnet.wire import to_epoch_ms
+
+    try:
+        ms = to_epoch_ms(int(value) if value.isdigit() else value)
+    except ValueError:
+        raise typer.BadParameter(
+            "expected RFC 3339 with an offset (2026-11-29T00:00:00Z) or epoch milliseconds",
+            param_hint=option,
+        ) from None
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@rollups_app.command("rebuild")
+def rollups_rebuild(
+    since: Annotated[
+        str | None, typer.Option(help="Start (RFC 3339 with offset); default: the oldest data.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="End, exclusive; default: after the newest data.")
+    ] = None,
+    sensor: Annotated[
+        list[str] | None, typer.Option(help="Only this sensor's series (repeatable).")
+    ] = None,
+) -> None:
+    """Recompute rollup buckets from the raw readings (safe while processors run)."""
+    _setup_logging()
+    start, end = _instant(since, "--since"), _instant(until, "--until")
+    if start and end and start >= end:
+        raise typer.BadParameter("--since must be before --until")
+    import asyncio
+
+    from store.db import aconnect
+    from store.rollups import rebuild
+
+    async def _run() -> int:
+        async with await aconnect(get_settings(), app="rollups-rebuild") as conn:
+            series = None
+            if sensor:
+                cur = await conn.execute(
+                    "SELECT series_id FROM series WHERE sensor_id = ANY(%s)", (sensor,)
+                )
+                series = [r[0] for r in await cur.fetchall()]
+                await conn.commit()
+                if not series:
+                    raise typer.BadParameter(f"no series for sensor(s) {', '.join(sensor)}")
+
+            def progress(t: datetime, _end: datetime, n: int) -> None:
+                typer.echo(f"{t:%Y-%m-%d}: {n} bucket(s) recomputed so far", err=True)
+
+            return await rebuild(conn, start, end, series, progress)
+
+    n = asyncio.run(_run())
+    typer.echo(f"recomputed {n} rollup bucket(s)")
 
 
 @app.command()
@@ -203,6 +265,105 @@ def bench_ingest(
     )
 
 
+@bench_app.command("stream")
+def bench_stream(
+    sensors: Annotated[int, typer.Option(help="Simulated sensors (5 metrics each).")] = 10_000,
+    readings: Annotated[
+        int, typer.Option(help="Readings in the workload (rounded down to whole ticks).")
+    ] = 2_000_000,
+    interval_s: Annotated[float, typer.Option(help="Seconds between a sensor's reports.")] = 60,
+    batch_records: Annotated[
+        int, typer.Option(help="Kafka records per poll batch (one record per message).")
+    ] = 20_000,
+    db: Annotated[bool, typer.Option(help="Also run the full path with the database.")] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="End with one JSON line of results.")
+    ] = False,
+) -> None:
+    """The processor's pure path on in-memory batches (readings/s per core), then with the DB."""
+    _setup_logging()
+    from meetnet.bench_stream import bench_stream as run_bench
+
+    sys.exit(
+        run_bench(
+            get_settings(),
+            sensors=max(1, sensors),
+            readings_n=max(1, readings),
+            interval_s=interval_s,
+            batch_records=max(1, batch_records),
+            db=db,
+            as_json=as_json,
+        )
+    )
+
+
+@app.command()
+def detect(
+    input_csv: Annotated[
+        Path, typer.Option("--input", "-i", help="CSV with columns timestamp,value.")
+    ],
+    output_csv: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="CSV: the input rows + anomaly_score, is_anomaly, anomaly_kind."
+        ),
+    ],
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="Metric name: its kind's defaults apply (pm25, no2, temperature, humidity, "
+            "water_level, laeq, ...; others get the generic defaults)."
+        ),
+    ] = "value",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="Thresholds, JSON or TOML: the schema of sensor_types.detection."
+        ),
+    ] = None,
+    flags_json: Annotated[
+        Path | None, typer.Option("--flags", help="Also write the flags (episodes) as JSON.")
+    ] = None,
+) -> None:
+    """Run the stream processor's anomaly detector over one series (backtesting)."""
+    from stream.detect.config import ConfigError, DetectionConfig, load_config_file
+    from stream.detect.offline import InputError, read_csv, score_frame, summary
+    from stream.detect.offline import flags_json as to_json
+
+    t0 = time.perf_counter()
+    try:
+        cfg = load_config_file(config) if config else DetectionConfig()
+        cfg.rules_for(metric)  # a bad override for this metric fails here, clearly
+        scored = score_frame(read_csv(input_csv), metric=metric, config=cfg)
+        scored.rows.write_csv(output_csv)
+        if flags_json:
+            flags_json.write_text(to_json(scored))
+    except (InputError, ConfigError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{summary(scored)} ({time.perf_counter() - t0:.2f} s)", err=True)
+
+
+@bench_app.command("detect")
+def bench_detect(
+    series: Annotated[int, typer.Option(help="Synthetic series per anomaly kind.")] = 40,
+    readings: Annotated[int, typer.Option(help="Readings per series.")] = 4032,
+    anomalies: Annotated[int, typer.Option(help="Injected anomalies per series.")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same figures).")] = 7,
+    sensors: Annotated[int, typer.Option(help="Sensors (x 5 metrics) of the cost run.")] = 10_000,
+    perf: Annotated[bool, typer.Option(help="Also measure the cost per reading.")] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="End with one JSON line of results.")
+    ] = False,
+) -> None:
+    """Detection quality (precision/recall per kind on labelled synthetic series) and cost."""
+    from meetnet.bench_detect import QualitySpec
+    from meetnet.bench_detect import bench_detect as run_bench
+
+    spec = QualitySpec(series=series, readings=readings, anomalies=anomalies, seed=seed)
+    sys.exit(run_bench(spec, perf=perf, as_json=as_json, sensors=sensors))
+
+
 @k8s_app.command("check")
 def k8s_check(
     overlay_dirs: Annotated[
@@ -241,6 +402,36 @@ def k8s_check(
         for p in result.problems:
             typer.echo(f"  {p}", err=True)
     sys.exit(1 if failed else 0)
+
+
+@bench_app.command("sta")
+def bench_sta(
+    sensors: Annotated[int, typer.Option(help="Public bench sensors (5 Datastreams each).")] = 40,
+    readings: Annotated[
+        int, typer.Option(help="Readings per Datastream, one per minute ending now.")
+    ] = 100_000,
+    runs: Annotated[int, typer.Option(help="Requests per scenario.")] = 200,
+    reload: Annotated[bool, typer.Option(help="Load the dataset again even if present.")] = False,
+    cleanup: Annotated[bool, typer.Option(help="Delete the dataset afterwards.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="End with one JSON line of results.")
+    ] = False,
+) -> None:
+    """SensorThings Observations queries on a large dataset, against plain SQL."""
+    _setup_logging()
+    from meetnet.bench_sta import bench_sta as run_bench
+
+    sys.exit(
+        run_bench(
+            get_settings(),
+            sensors=sensors,
+            readings=readings,
+            runs=runs,
+            reload=reload,
+            cleanup=cleanup,
+            as_json=as_json,
+        )
+    )
 
 
 @admin_app.command("create-key")

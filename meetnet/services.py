@@ -194,7 +194,11 @@ async def ensure_topics(settings: Settings) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.kafka_readings_topic, settings.kafka_deadletter_topic]
+        wanted = [
+            settings.kafka_readings_topic,
+            settings.kafka_deadletter_topic,
+            settings.kafka_alerts_topic,
+        ]
         new = [
             NewTopic(t, settings.kafka_partitions, settings.kafka_replication)
             for t in wanted

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     )
     kafka_readings_topic: str = "meetnet.readings.v1"
     kafka_deadletter_topic: str = "meetnet.deadletter.v1"
+    kafka_alerts_topic: str = Field(
+        "meetnet.alerts.v1",
+        description="Kafka topic of anomaly alerts: one JSON record per flag opened or resolved.",
+    )
     kafka_partitions: int = Field(6, ge=1, description="Partitions of topics meetnet creates.")
     kafka_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
     processor_group: str = "meetnet-processor"
@@ -117,6 +121,33 @@ class Settings(BaseSettings):
     )
     api_bulk_max_rows: int = Field(10_000, ge=1, description="Most sensors in one bulk upload.")
 
+    # --- SensorThings API and linked data --------------------------------------------------
+    api_public_url: str = Field(
+        "",
+        description="The API's public base URL (https://sensors.example.be), used in "
+        "@iot.selfLink, @iot.nextLink and JSON-LD ids; empty: taken from each request.",
+    )
+    sta_default_top: int = Field(100, ge=1, description="Entities per SensorThings page.")
+    sta_max_top: int = Field(
+        10_000, ge=1, description="Largest $top a SensorThings request may ask for."
+    )
+    sta_max_skip: int = Field(
+        10_000,
+        ge=0,
+        description="Largest $skip on Observations (their pages continue by keyset, through "
+        "@iot.nextLink).",
+    )
+    sta_max_expand_depth: int = Field(3, ge=1, le=10, description="Deepest $expand nesting.")
+    sta_max_entities: int = Field(
+        20_000, ge=1, description="Most entities (all levels of $expand) in one response."
+    )
+    sta_max_merge_datastreams: int = Field(
+        200,
+        ge=1,
+        description="Most Datastreams an Observations request ordered by phenomenonTime may "
+        "span (their series are merged by time).",
+    )
+
     # --- access control ------------------------------------------------------------------
     api_anonymous_read: bool = Field(
         True,
@@ -156,6 +187,32 @@ class Settings(BaseSettings):
         "long before the gap is accepted as genuine (compaction, transaction markers: never on "
         "meetnet's readings topic). 0: accept gaps at once.",
     )
+    processor_fetch_max_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most record bytes one Kafka fetch (and so one poll batch) holds; with the "
+        "two batches in flight it bounds the processor's memory, whatever the records hold.",
+    )
+    processor_max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1000,
+        description="Kafka max.poll.interval.ms. The processor keeps polling (with its "
+        "partitions paused) while its database sink is behind, so a slow database does not "
+        "exceed it.",
+    )
+    processor_session_timeout_ms: int = Field(
+        10_000, ge=1000, description="Kafka session.timeout.ms of the processors' group."
+    )
+    rollup_late_horizon_s: float = Field(
+        86_400,
+        ge=0,
+        description="Rollup buckets holding a reading older than this (event time, against the "
+        "processor's clock) are recomputed from the raw readings by the repair instead of "
+        "merged on the hot path.",
+    )
+    rollup_repair_interval_s: float = Field(
+        2.0, gt=0, description="How often a processor recomputes queued (late) rollup buckets."
+    )
     health_port: int = Field(
         0,
         ge=0,
@@ -190,6 +247,15 @@ class Settings(BaseSettings):
                 "whitespace, empty level or leading '$'"
             )
         return v
+
+    @field_validator("api_public_url")
+    @classmethod
+    def _check_public_url(cls, v: str) -> str:
+        if v and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError(
+                "api_public_url must be an http(s):// URL, e.g. https://sensors.example.be"
+            )
+        return v.rstrip("/")
 
     @field_validator("database_url")
     @classmethod

@@ -8,10 +8,18 @@ any other metric name accepts any unit of the vocabulary.
 
 The vocabulary is deliberately small: a unit that is missing is added here, with a test,
 rather than accepted as free text.
+
+For linked data and the SensorThings API every symbol also has its UCUM code (the case-sensitive
+``c/s`` form of https://ucum.org) and, where QUDT defines one, its QUDT unit IRI
+(``http://qudt.org/vocab/unit/...``): :data:`UNIT_REFS`. UCUM has no A-weighting and no turbidity
+or salinity units, so those use UCUM annotations (``dB{A}``, ``{NTU}``, ``{PSU}``); QUDT has no
+practical salinity unit, so ``PSU`` points at QUDT's ``UNITLESS`` (practical salinity is a
+dimensionless ratio, PSS-78).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 # symbol -> what it is (shown in error messages and the docs)
@@ -59,6 +67,72 @@ UNITS: Final[dict[str, str]] = {
     "lx": "lux",
     "V": "volt",
 }
+
+QUDT_UNIT = "http://qudt.org/vocab/unit/"
+
+
+@dataclass(frozen=True, slots=True)
+class UnitRef:
+    """How a unit symbol is written elsewhere: its UCUM code and its QUDT unit IRI."""
+
+    symbol: str  # meetnet's symbol, as registered
+    ucum: str
+    qudt: str  # full IRI
+
+    @property
+    def name(self) -> str:
+        return UNITS[self.symbol]
+
+
+def _ref(symbol: str, ucum: str, qudt: str) -> UnitRef:
+    return UnitRef(symbol, ucum, QUDT_UNIT + qudt)
+
+
+UNIT_REFS: Final[dict[str, UnitRef]] = {
+    r.symbol: r
+    for r in (
+        _ref("ug/m3", "ug/m3", "MicroGM-PER-M3"),
+        _ref("mg/m3", "mg/m3", "MilliGM-PER-M3"),
+        _ref("ppb", "[ppb]", "PPB"),
+        _ref("ppm", "[ppm]", "PPM"),
+        _ref("mg/l", "mg/L", "MilliGM-PER-L"),
+        _ref("degC", "Cel", "DEG_C"),
+        _ref("K", "K", "K"),
+        _ref("%", "%", "PERCENT"),
+        _ref("1", "1", "UNITLESS"),
+        _ref("mm", "mm", "MilliM"),
+        _ref("cm", "cm", "CentiM"),
+        _ref("m", "m", "M"),
+        _ref("mm/h", "mm/h", "MilliM-PER-HR"),
+        _ref("dB(A)", "dB{A}", "DeciB_A"),
+        _ref("dB", "dB", "DeciB"),
+        _ref("count", "{count}", "NUM"),
+        _ref("count/h", "{count}/h", "NUM-PER-HR"),
+        _ref("uS/cm", "uS/cm", "MicroS-PER-CentiM"),
+        _ref("mS/cm", "mS/cm", "MilliS-PER-CentiM"),
+        _ref("PSU", "{PSU}", "UNITLESS"),
+        _ref("g/kg", "g/kg", "GM-PER-KiloGM"),
+        _ref("NTU", "{NTU}", "NTU"),
+        _ref("pH", "[pH]", "PH"),
+        _ref("m3/s", "m3/s", "M3-PER-SEC"),
+        _ref("l/s", "L/s", "L-PER-SEC"),
+        _ref("km/h", "km/h", "KiloM-PER-HR"),
+        _ref("m/s", "m/s", "M-PER-SEC"),
+        _ref("deg", "deg", "DEG"),
+        _ref("hPa", "hPa", "HectoPA"),
+        _ref("Pa", "Pa", "PA"),
+        _ref("W/m2", "W/m2", "W-PER-M2"),
+        _ref("lx", "lx", "LUX"),
+        _ref("V", "V", "V"),
+    )
+}
+
+
+def unit_ref(symbol: str) -> UnitRef | None:
+    """The UCUM code and QUDT IRI of a registered unit symbol (None for a symbol outside the
+    vocabulary, e.g. one stored before the vocabulary existed)."""
+    return UNIT_REFS.get(symbol)
+
 
 _CONCENTRATION_AIR = ("ug/m3",)
 _GAS = ("ug/m3", "ppb")

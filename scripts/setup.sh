@@ -55,42 +55,7 @@ already_ready() {
   kubectl_ready && checkov_ready
 }
 if already_ready; then
-  # --- 7. Tools of the offline Kubernetes checks (`meetnet k8s check`, tests/k8s) -------------
-mkdir -p "$TOOLS/bin"
-if ! kubectl_ready; then
-  if dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed"; then
-    ln -sfn /usr/bin/kubectl "$TOOLS/bin/kubectl"
-  elif [ -e /usr/bin/kubectl ]; then
-    # Another kubectl (another package's, or a hand-installed one) is /usr/bin/kubectl: leave
-    # it alone and unpack Debian's package under .venv-tools, for the checks only.
-    log "unpacking Debian's kubernetes-client into .venv-tools (/usr/bin/kubectl is another kubectl)"
-    [ "$APT_UPDATED" = 1 ] || { apt-get update -qq; APT_UPDATED=1; }
-    DEB_DIR="$(mktemp -d /tmp/meetnet-kubectl.XXXXXX)"
-    chmod 777 "$DEB_DIR"
-    ( cd "$DEB_DIR" && apt-get download -qq kubernetes-client ) || die "apt-get download kubernetes-client failed"
-    rm -rf "$TOOLS/kubernetes-client"
-    dpkg-deb -x "$DEB_DIR"/kubernetes-client_*.deb "$TOOLS/kubernetes-client"
-    rm -rf "$DEB_DIR"
-    ln -sfn "$TOOLS/kubernetes-client/usr/bin/kubectl" "$TOOLS/bin/kubectl"
-  else
-    log "installing Debian package: kubernetes-client"
-    [ "$APT_UPDATED" = 1 ] || { apt-get update -qq; APT_UPDATED=1; }
-    apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
-    ln -sfn /usr/bin/kubectl "$TOOLS/bin/kubectl"
-  fi
-  kubectl_ready || die "Debian's kubectl 1.20 (kubernetes-client) is not usable at $TOOLS/bin/kubectl"
-fi
-if ! checkov_ready; then
-  log "installing checkov into .venv-tools/checkov (pinned: k8s/tools/checkov-requirements.txt)"
-  rm -rf "$TOOLS/checkov"
-  "$PYTHON" -m venv "$TOOLS/checkov"
-  "$TOOLS/checkov/bin/python" -m pip install -q --disable-pip-version-check -r "$CHECKOV_REQ" \
-    >"$TOOLS/checkov-pip.log" 2>&1 || { tail -30 "$TOOLS/checkov-pip.log"; die "pip install of checkov failed"; }
-  stamp "$CHECKOV_REQ" > "$TOOLS/checkov/.meetnet-installed"
-  ln -sfn "$TOOLS/checkov/bin/checkov" "$TOOLS/bin/checkov"
-fi
-
-log "ready"
+  log "ready"
   exit 0
 fi
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
@@ -26,10 +27,15 @@ class Assignment(ConsumerRebalanceListener):
     twice; it takes over when a member leaves."""
 
     def __init__(
-        self, settings: Settings, consumer: AIOKafkaConsumer, gaps: OffsetGaps | None = None
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        on_revoked: Callable[[set[TopicPartition]], Awaitable[None]] | None = None,
+        gaps: OffsetGaps | None = None,
     ) -> None:
         self.s = settings
         self.consumer = consumer
+        self._on_revoked = on_revoked  # the processor's hand-over of batches in flight
         self.gaps = gaps  # forgets where revoked partitions were: the group says where to resume
         self.partitions: list[int] | None = None  # None until the group first assigned us
         self._idle_log: asyncio.Task[None] | None = None
@@ -37,6 +43,8 @@ class Assignment(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if self.gaps is not None:
             self.gaps.forget(revoked)
+        if self._on_revoked is not None:
+            await self._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self.gaps is not None:

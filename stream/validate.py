@@ -26,7 +26,10 @@ class Registry:
     """What the registry allows, as join-ready frames; build with :meth:`build`."""
 
     sensors: pl.DataFrame  # sensor, _sensor_known: every registered sensor id, once
-    pairs: pl.DataFrame  # sensor, metric, _metric_known: the metrics of each sensor's type
+    # sensor, metric, _metric_known: the metrics of each sensor's type. Further columns of a
+    # pair (the processor adds its series id, see with_pair_columns) are passed on to the
+    # accepted readings, so that the processor needs no second join on (sensor, metric).
+    pairs: pl.DataFrame
 
     @classmethod
     def build(cls, sensors: pl.DataFrame, pairs: pl.DataFrame) -> Registry:
@@ -37,6 +40,15 @@ class Registry:
             sensors.select("sensor").unique().with_columns(_sensor_known=pl.lit(True)),
             pairs.select("sensor", "metric").unique().with_columns(_metric_known=pl.lit(True)),
         )
+
+    def with_pair_columns(self, extra: pl.DataFrame) -> Registry:
+        """The same registry with ``extra``'s columns (keyed by sensor, metric; null where
+        ``extra`` has no row) added to every pair."""
+        return Registry(self.sensors, self.pairs.join(extra, on=["sensor", "metric"], how="left"))
+
+    @property
+    def pair_columns(self) -> list[str]:
+        return [c for c in self.pairs.columns if c not in ("sensor", "metric", "_metric_known")]
 
 
 REGISTRY_REASONS = frozenset({Reason.UNKNOWN_SENSOR.value, Reason.UNKNOWN_METRIC.value})
@@ -76,11 +88,17 @@ def _details(limits: Limits) -> dict[str, str]:
 
 
 def _mark_registry(df: pl.DataFrame, registry: Registry) -> pl.DataFrame:
-    """Add boolean columns ``_sensor_known`` and ``_metric_known`` by two left joins."""
-    return (
-        df.join(registry.sensors, on="sensor", how="left", maintain_order="left")
-        .join(registry.pairs, on=["sensor", "metric"], how="left", maintain_order="left")
-        .with_columns(pl.col("_sensor_known", "_metric_known").fill_null(False))
+    """Add boolean columns ``_sensor_known`` and ``_metric_known`` by left joins.
+
+    A known (sensor, metric) pair implies a known sensor (pairs come from registered
+    sensors), so when every pair is known -- the usual batch -- the sensor join is skipped:
+    it cost as much as the rest of the validation."""
+    df = df.join(registry.pairs, on=["sensor", "metric"], how="left", maintain_order="left")
+    df = df.with_columns(pl.col("_metric_known").fill_null(False))
+    if df["_metric_known"].all():
+        return df.with_columns(_sensor_known=pl.lit(True))
+    return df.join(registry.sensors, on="sensor", how="left", maintain_order="left").with_columns(
+        pl.col("_sensor_known").fill_null(False)
     )
 
 
@@ -125,8 +143,9 @@ def check(
         .otherwise(pl.lit(None, dtype=pl.String))
     )
     df = df.with_columns(reason.alias("reason"))
+    extra = registry.pair_columns if registry is not None else []
     ok = df.filter(pl.col("reason").is_null()).select(
-        "rec", "sensor", "metric", "ts_us", "value", "rx"
+        "rec", "sensor", "metric", "ts_us", "value", "rx", *extra
     )
     rejects = df.filter(pl.col("reason").is_not_null()).select(
         "rec",

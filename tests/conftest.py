@@ -78,7 +78,16 @@ def migrated_db(base_settings: Settings) -> str:
 
 # Every table a test may fill (the registry's change counter, registry_state, stays).
 DATA_TABLES = (
+    "anomalies",
+    "detector_snapshots",
     "readings",
+    "rollups_1m",
+    "rollups_15m",
+    "rollups_1h",
+    "rollups_1d",
+    "rollups_1d_local",
+    "latest",
+    "rollup_dirty",
     "series",
     "api_keys",
     "device_credentials",
@@ -107,6 +116,7 @@ def stack(brokers: Settings, db: psycopg.Connection) -> Settings:
         update={
             "kafka_readings_topic": f"readings-{tag}",
             "kafka_deadletter_topic": f"deadletter-{tag}",
+            "kafka_alerts_topic": f"alerts-{tag}",
             "processor_group": f"processor-{tag}",
             "mqtt_share_group": f"gw-{tag}",
             "mqtt_topic_prefix": f"test-{tag}/v1",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,10 +16,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import paho.mqtt.client as mqtt
+import polars as pl
 import psycopg
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from meetnet import procs
 from meetnet.settings import Settings
@@ -254,3 +259,254 @@ def logged_count(log: Path, message: str, key: str) -> int:
     text = log.read_text()
     line = text.rsplit(message, 1)[1].split("\n", 1)[0]
     return int(line.split(f"{key}=", 1)[1].split()[0])
+
+
+# --- rollups: the invariant, checked against an independent from-scratch aggregation --------
+# TimescaleDB's time_bucket (not the code under test's date_bin/date_trunc) puts each raw
+# reading in its bucket; first/last come from array_agg ordered by ts.
+_SCRATCH_BUCKETS = {
+    "rollups_1m": "time_bucket(INTERVAL '1 minute', ts)",
+    "rollups_15m": "time_bucket(INTERVAL '15 minutes', ts)",
+    "rollups_1h": "time_bucket(INTERVAL '1 hour', ts)",
+    "rollups_1d": "time_bucket(INTERVAL '1 day', ts)",
+    "rollups_1d_local": "time_bucket(INTERVAL '1 day', ts, 'Europe/Brussels')",
+}
+_ROLLUP_COLS = (
+    "series_id, bucket, count, sum, mean, m2, min, max, first_ts, first_value, last_ts, last_value"
+)
+
+
+def _frame(conn: psycopg.Connection, query: str) -> pl.DataFrame:
+    cur = conn.execute(query)
+    names = [d.name for d in cur.description or []]
+    return pl.DataFrame(cur.fetchall(), schema=names, orient="row", infer_schema_length=None)
+
+
+def rollup_mismatches(conn: psycopg.Connection, *, rel: float = 1e-9) -> list[str]:
+    """Every difference between the rollup tables (and ``latest``) and the same aggregation
+    computed from scratch over ``readings``: count, min, max, first and last exactly; sum,
+    mean and the standard deviation within ``rel`` (relative, scaled by the magnitude of the
+    values, since float sums depend on the order of addition)."""
+    problems: list[str] = []
+    for table, bucket in _SCRATCH_BUCKETS.items():
+        want = _frame(
+            conn,
+            f"SELECT series_id, {bucket} AS bucket, count(*) AS count, sum(value) AS sum, "
+            "avg(value) AS mean, var_pop(value) * count(*) AS m2, min(value) AS min, "
+            "max(value) AS max, min(ts) AS first_ts, "
+            "(array_agg(value ORDER BY ts))[1] AS first_value, max(ts) AS last_ts, "
+            "(array_agg(value ORDER BY ts DESC))[1] AS last_value "
+            "FROM readings GROUP BY 1, 2",
+        )
+        got = _frame(conn, f"SELECT {_ROLLUP_COLS} FROM {table}")
+        if want.height == 0 and got.height == 0:
+            continue
+        j = want.join(got, on=["series_id", "bucket"], how="full", suffix="_got", coalesce=True)
+        missing = j.filter(pl.col("count_got").is_null())
+        extra = j.filter(pl.col("count").is_null())
+        if missing.height:
+            problems.append(f"{table}: {missing.height} buckets missing, e.g. {missing.row(0)}")
+        if extra.height:
+            problems.append(f"{table}: {extra.height} buckets without readings: {extra.row(0)}")
+        both = j.filter(pl.col("count").is_not_null() & pl.col("count_got").is_not_null())
+        for col in ("count", "min", "max", "first_ts", "first_value", "last_ts", "last_value"):
+            bad = both.filter(pl.col(col) != pl.col(f"{col}_got"))
+            if bad.height:
+                problems.append(
+                    f"{table}.{col}: {bad.height} buckets differ, e.g. "
+                    f"{bad.select('series_id', 'bucket', col, f'{col}_got').row(0)}"
+                )
+        scale = pl.max_horizontal(pl.col("min").abs(), pl.col("max").abs(), pl.lit(1.0))
+        checks = {
+            "sum": (pl.col("sum"), pl.col("sum_got"), scale * pl.col("count")),
+            "mean": (pl.col("mean"), pl.col("mean_got"), scale),
+            "stddev": (
+                (pl.col("m2") / pl.col("count")).sqrt(),
+                (pl.col("m2_got") / pl.col("count_got")).sqrt(),
+                scale,
+            ),
+        }
+        for name, (a, b, mag) in checks.items():
+            bad = both.filter((a - b).abs() > rel * mag)
+            if bad.height:
+                problems.append(
+                    f"{table}.{name}: {bad.height} buckets off by more than {rel:g}, e.g. "
+                    f"{bad.select('series_id', 'bucket', a.alias('want'), b.alias('got')).row(0)}"
+                )
+    want_latest = _frame(
+        conn,
+        "SELECT DISTINCT ON (series_id) series_id, ts, value FROM readings "
+        "ORDER BY series_id, ts DESC",
+    )
+    got_latest = _frame(conn, "SELECT series_id, ts, value FROM latest")
+    diff = want_latest.join(got_latest, on="series_id", how="full", coalesce=True).filter(
+        (pl.col("ts") != pl.col("ts_right")).fill_null(True)
+        | (pl.col("value") != pl.col("value_right")).fill_null(True)
+    )
+    if diff.height:
+        problems.append(f"latest: {diff.height} series differ, e.g. {diff.row(0)}")
+    return problems
+
+
+def assert_rollups_match_raw(conn: psycopg.Connection) -> None:
+    problems = rollup_mismatches(conn)
+    assert not problems, "rollups differ from the raw readings:\n" + "\n".join(problems)
+
+
+def pending_repairs(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()
+    return int(row[0]) if row else 0
+
+
+# --- driving a processor directly through Kafka ------------------------------------------
+def readings_record(sensor: str, readings: list[dict[str, Any]], rx: int = 0) -> bytes:
+    """A readings record value exactly as the gateway builds it."""
+    from meetnet.wire import encode_record
+
+    return encode_record(sensor, rx, readings)  # type: ignore[arg-type]
+
+
+def produce(s: Settings, records: Iterable[tuple[str, bytes]]) -> int:
+    """Produce (key, value) records to the readings topic, acks=all; wait for all."""
+
+    async def _go() -> int:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap, acks="all", max_request_size=8 * 1024 * 1024
+        )
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(s.kafka_readings_topic, v, key=k.encode()) for k, v in records
+            ]
+            await asyncio.gather(*futures)
+            return len(futures)
+        finally:
+            await producer.stop()
+
+    return asyncio.run(_go())
+
+
+def kafka_offsets(s: Settings) -> tuple[dict[int, int], dict[int, int]]:
+    """(end offset, offset committed by the processors' group) per readings partition."""
+
+    async def _go() -> tuple[dict[int, int], dict[int, int]]:
+        c = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.processor_group,
+            enable_auto_commit=False,
+        )
+        await c.start()
+        try:
+            await c.topics()
+            tps = [
+                TopicPartition(s.kafka_readings_topic, p)
+                for p in sorted(c.partitions_for_topic(s.kafka_readings_topic) or ())
+            ]
+            ends = await c.end_offsets(tps)
+            done = {tp.partition: (await c.committed(tp)) or 0 for tp in tps}
+            return {tp.partition: ends[tp] for tp in tps}, done
+        finally:
+            await c.stop()
+
+    return asyncio.run(_go())
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def stored_keys(conn: psycopg.Connection) -> dict[tuple[str, str, int], float]:
+    """(sensor, metric, epoch µs) -> value of every stored reading."""
+    rows = conn.execute(
+        "SELECT s.sensor_id, s.metric, "
+        "(extract(epoch FROM r.ts) * 1000000)::bigint, r.value "
+        "FROM readings r JOIN series s USING (series_id)"
+    ).fetchall()
+    return {(a, b, int(c)): float(d) for a, b, c, d in rows}
+
+
+class TcpProxy:
+    """A TCP forwarder in front of a server (PostgreSQL, in the tests), to take it away from a
+    client without stopping it for everyone else: ``cut()`` drops every open connection and
+    refuses new ones until ``restore()``; ``delay_s`` holds each forwarded chunk back."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.delay_s = 0.0
+        self.down = False
+        self.refused = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def url(self, dsn: str) -> str:
+        """``dsn`` (postgresql://user:pw@host:port/db) pointed at the proxy."""
+        parts = urlsplit(dsn)
+        netloc = parts.netloc.rsplit("@", 1)
+        auth = netloc[0] + "@" if len(netloc) == 2 else ""
+        return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{self.port}"))
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.down:
+                self.refused += 1
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._socks |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            with self._lock:
+                self._socks -= {src, dst}
+
+    def cut(self) -> None:
+        self.down = True
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def restore(self) -> None:
+        self.down = False
+
+    def close(self) -> None:
+        self._stop.set()
+        self.cut()
+        self.server.close()
+        self._thread.join(timeout=2)

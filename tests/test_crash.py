@@ -15,6 +15,7 @@ from meetnet import procs
 from meetnet.settings import Settings
 from tests.support import (
     PUBACK_REASONS,
+    assert_rollups_match_raw,
     pipeline_state,
     publish_all,
     publisher,
@@ -120,6 +121,7 @@ def _run_with_kills(
     stored = _stored(db)
     assert len(stored) == len(expected), "duplicates or foreign rows"
     assert set(stored) == expected, "lost or altered readings"
+    assert_rollups_match_raw(db)  # and every replay left the rollups exact
 
 
 def test_processor_killed_repeatedly_loses_nothing_and_duplicates_nothing(

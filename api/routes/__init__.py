@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api.ld import routes as ld_routes
 from api.routes import (
     bulk,
     credentials,
@@ -15,6 +16,7 @@ from api.routes import (
     sensor_types,
     sensors,
 )
+from api.sta import routes as sta_routes
 
 api_router = APIRouter()
 for module in (
@@ -29,3 +31,5 @@ for module in (
 ):
     api_router.include_router(module.router, prefix="/v1")
 api_router.include_router(health.router)
+api_router.include_router(sta_routes.router)
+api_router.include_router(ld_routes.router)

@@ -24,9 +24,7 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume"}
 # Settings the manifests pass that land with other branches (k8s/README.md, "Pending"), and
 # variables that are not Settings fields by design.
-PENDING_SETTINGS = {
-    "MEETNET_KAFKA_ALERTS_TOPIC",
-}
+PENDING_SETTINGS: set[str] = set()
 NOT_FIELDS = {"MEETNET_SECRETS_DIR", "MEETNET_INSTANCE"}
 REQUIRED_SETTINGS = (
     "MEETNET_DATABASE_URL",  # from the secrets directory (checked through the mounts)

@@ -60,3 +60,17 @@ def test_every_well_known_metric_names_units_of_the_vocabulary() -> None:
     for metric, units in METRIC_UNITS.items():
         assert units and set(units) <= set(UNITS), metric
     assert allowed_units("mystery") is None
+
+
+def test_every_unit_has_a_ucum_code_and_a_qudt_iri() -> None:
+    from meetnet.units import QUDT_UNIT, UNIT_REFS, unit_ref
+
+    assert set(UNIT_REFS) == set(UNITS)
+    for symbol, ref in UNIT_REFS.items():
+        assert ref.symbol == symbol
+        assert ref.qudt.startswith(QUDT_UNIT) and len(ref.qudt) > len(QUDT_UNIT)
+        assert ref.ucum and " " not in ref.ucum
+        assert ref.name == UNITS[symbol]
+    assert unit_ref("degC") is not None and unit_ref("degC").ucum == "Cel"  # type: ignore[union-attr]
+    assert unit_ref("ug/m3").qudt == QUDT_UNIT + "MicroGM-PER-M3"  # type: ignore[union-attr]
+    assert unit_ref("furlong") is None
